@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny encoders (2 layers, hidden 32) of every supported architecture, built from a
+config in code, and a tiny tokenizer. No download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+ARCHITECTURES = ("bert", "roberta", "distilbert", "deberta-v2", "mpnet")
+VOCAB = 120
+
+
+def tiny_config(arch: str, num_labels: int = 2) -> transformers.PretrainedConfig:
+    common = dict(vocab_size=VOCAB, num_labels=num_labels)
+    if arch == "distilbert":
+        return transformers.DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common)
+    cls = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
+           "deberta-v2": transformers.DebertaV2Config, "mpnet": transformers.MPNetConfig}[arch]
+    extra = {"pad_token_id": 1} if arch in ("roberta", "mpnet") else {}
+    return cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=64, **common, **extra)
+
+
+def tiny_model(arch: str = "bert", num_labels: int = 2, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForSequenceClassification.from_config(tiny_config(arch, num_labels))
+    return model.eval()
+
+
+def tiny_batch(batch: int = 3, length: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (batch, length), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[0, -2:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def arch(request) -> str:
+    return request.param
