@@ -37,7 +37,8 @@ _PREFIX = "base_model.model."
 
 def peft_config_dict(adapted: AdaptedModel, base_model: str | None) -> tuple[dict[str, Any], dict[str, int]]:
     """The ``adapter_config.json`` contents and the per-module export ranks."""
-    ranks = {name: r for name, r in adapted.rank_pattern().items() if r > 0}
+    ranks = {name: layer.active_rank() for name, layer in adapted.adapters.items()}
+    ranks = {name: r for name, r in ranks.items() if r > 0}
     if not ranks:
         raise ModelError("every adapted matrix has rank 0, so there is no LoRA to export; "
                          "export a merged model instead (rankadapt export RUN_DIR --merged OUT_DIR)")
@@ -88,6 +89,7 @@ def export_peft(adapted: AdaptedModel, out_dir: str | os.PathLike, base_model: s
         "method": adapted.method,
         "method_config": adapted.policy.config.model_dump(mode="json"),
         "rank_pattern": adapted.rank_pattern(),
+        "export_ranks": ranks,
         "capacity": {n: layer.capacity for n, layer in adapted.adapters.items()},
         "roles": adapted.roles,
         "adapter_parameters": adapted.adapter_parameters(),

@@ -136,8 +136,10 @@ class AdapterLinear(nn.Module):
             self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
             self.merged = False
 
-    def report(self, name: str) -> LayerReport:
-        return LayerReport(name, self.in_features, self.out_features, self.capacity, self.active_rank())
+    def report(self, name: str, rank: int | None = None) -> LayerReport:
+        """Sizes and rank; ``rank`` is the policy's allocated rank (default: slots contributing to ΔW)."""
+        return LayerReport(name, self.in_features, self.out_features, self.capacity,
+                           self.active_rank() if rank is None else rank)
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, capacity={self.capacity}, "

@@ -47,14 +47,16 @@ class AdaptedModel:
         modules = dict(self.model.named_modules())
         return sum(p.numel() for name in self.head_modules for p in modules[name].parameters())
 
-    def layer_reports(self) -> list[LayerReport]:
-        return [layer.report(name) for name, layer in self.adapters.items()]
-
     def rank_pattern(self) -> dict[str, int]:
-        return {name: layer.active_rank() for name, layer in self.adapters.items()}
+        """Allocated rank per adapted matrix, as the method defines it (see MethodPolicy.rank_pattern)."""
+        return self.policy.rank_pattern(self.adapters)
+
+    def layer_reports(self) -> list[LayerReport]:
+        pattern = self.rank_pattern()
+        return [layer.report(name, pattern[name]) for name, layer in self.adapters.items()]
 
     def adapter_parameters(self) -> int:
-        """Parameters of the exported adapter (active ranks only, gates folded): Σ r'(d_in + d_out)."""
+        """Adapter parameters at the allocated ranks, gates folded as in export: Σ r'(d_in + d_out)."""
         return sum(r.adapter_parameters for r in self.layer_reports())
 
     def summary(self) -> str:
@@ -65,8 +67,8 @@ class AdaptedModel:
             lines.append(f"adapted matrices: {len(self.adapters)}; adapter parameters (active ranks): "
                          f"{self.adapter_parameters():,}; head parameters: {self.head_parameters():,}")
             by_role: dict[str, list[int]] = {}
-            for name, layer in self.adapters.items():
-                by_role.setdefault(self.roles[name], []).append(layer.active_rank())
+            for name, rank in self.rank_pattern().items():
+                by_role.setdefault(self.roles[name], []).append(rank)
             for role, ranks in by_role.items():
                 lines.append(f"  {role:<18} x{len(ranks):<3} ranks {_compact(ranks)}")
         return "\n".join(lines)

@@ -104,12 +104,22 @@ class MethodPolicy:
         """Rank decisions. Returns True when the rank pattern changed at this step."""
         return False
 
+    def rank_pattern(self, adapters: Adapters) -> dict[str, int]:
+        """The rank each matrix is allocated now (what is reported and logged).
+
+        Default: the slots switched on in the mask m. Policies whose rank decisions live in the gate
+        (AdaLoRA's zeroed λ, SoRA's zero gates) override this. Export does not use it: it keeps the
+        slots that contribute to ΔW (m ≠ 0 and g ≠ 0), which is what gives identical logits.
+        """
+        return {name: int(layer.rank_mask.count_nonzero()) for name, layer in adapters.items()}
+
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        return None
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state but the checkpoint holds {sorted(state)}")
 
     def broadcast_state(self, adapters: Adapters) -> None:
         """Make rank decisions identical on every process (rank 0 wins). No-op single-process."""
@@ -118,11 +128,6 @@ class MethodPolicy:
         for layer in adapters.values():
             torch.distributed.broadcast(layer.rank_mask.data, src=0)
             torch.distributed.broadcast(layer.lora_E.data, src=0)
-
-
-def rank_pattern(adapters: Adapters) -> dict[str, int]:
-    """Active rank per adapted matrix."""
-    return {name: layer.active_rank() for name, layer in adapters.items()}
 
 
 _REGISTRY: dict[str, type[MethodPolicy]] = {}
