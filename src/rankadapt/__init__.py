@@ -1,4 +1,26 @@
 """rankadapt: LoRA and the rank-adaptive family (AdaLoRA, ElaLoRA, SoRA, RM-LoRA) for encoder
-classifiers, as one adapter layer with several policies, exported as stock PEFT adapters."""
+classifiers, as one adapter layer with several policies, exported as stock PEFT adapters.
+
+Python API::
+
+    from rankadapt import MethodConfig, prepare_model, export_peft
+    adapted = prepare_model(model, MethodConfig(name="lora", lora_r=8, lora_module=["query", "value"]))
+    ...train adapted.model...
+    export_peft(adapted, "my-adapter", base_model="sentence-transformers/all-MiniLM-L6-v2")
+"""
 
 __version__ = "0.1.0"
+
+from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from .errors import ConfigError, DataError, ModelError, RankAdaptError, TrainingError
+from .export import export_merged, export_peft, load_peft_adapter
+from .layer import AdapterLinear
+from .methods import MethodPolicy, StepContext, available_methods, register_method
+from .model import AdaptedModel, prepare_model
+
+__all__ = [
+    "AdaptedModel", "AdapterLinear", "ConfigError", "DataConfig", "DataError", "MethodConfig", "MethodPolicy",
+    "ModelConfig", "ModelError", "RankAdaptError", "RunConfig", "StepContext", "TrainConfig", "TrainingError",
+    "available_methods", "export_merged", "export_peft", "load_config", "load_peft_adapter", "prepare_model",
+    "register_method",
+]

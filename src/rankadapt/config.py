@@ -223,8 +223,6 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: str = "runs/{task}-{method}-seed{seed}"
     """Run directory; ``{task}``, ``{method}``, ``{seed}`` and ``{model}`` are filled in."""
-    init_from: str | None = None
-    """Start from another run's adapter (a run directory or adapter directory)."""
 
     def resolved_output_dir(self) -> Path:
         model = self.model.name.rstrip("/").split("/")[-1]

@@ -1,0 +1,75 @@
+"""Training checkpoints: everything needed to continue a run exactly (STYLE.md lesson 5).
+
+``checkpoint/`` holds the trainable tensors (adapters with their masks and gates, the head; the
+whole model for ``full``), the optimizer and scheduler states, the method policy's state (importance
+EMAs, rank decisions, random generators), the RNG states and the loop position. It is written to a
+temporary directory and swapped into place, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import TrainingError
+from .export import _atomic_dir
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: optimizer steps done, epoch, micro-batches consumed in that epoch, best so far."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    samples_seen: int = 0
+    train_seconds: float = 0.0
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, *, model_state: dict[str, torch.Tensor], optimizer, scheduler,
+                    policy_state: dict[str, Any], loop: LoopState) -> Path:
+    target = Path(run_dir) / CHECKPOINT_DIR
+    with _atomic_dir(target) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "policy": policy_state, "rng": rng_state()}, tmp / "training_state.pt")
+        (tmp / "loop.json").write_text(json.dumps(asdict(loop), indent=2))
+    return target
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], LoopState]:
+    source = Path(run_dir) / CHECKPOINT_DIR
+    if not (source / "loop.json").is_file():
+        raise TrainingError(f"train.resume=true but {source} holds no checkpoint; "
+                            "run without train.resume or point output_dir at the run to continue")
+    model_state = load_file(str(source / "model.safetensors"))
+    state = torch.load(source / "training_state.pt", weights_only=False)
+    loop = LoopState(**json.loads((source / "loop.json").read_text()))
+    return model_state, state, loop

@@ -1,0 +1,18 @@
+"""Task definitions, data loading (local files, the user's files, the hub) and tokenisation.
+
+Typical use::
+
+    data = load_task_data(config.data)            # TaskData: task spec, train, eval splits
+    train = encode(data.train, tokenizer, config.data.max_length, config.data.cache_dir, "my-key")
+"""
+
+from .encoding import EncodedDataset, LengthGroupedSampler, PaddingCollator, encode, tokenize
+from .loading import (Examples, RawTable, TaskData, carve_validation, limit, load_task_data, read_table,
+                      resolve_data_dir, sample_indices)
+from .tasks import GLUE_TASKS, TASKS, TaskSpec, custom_task, get_task, known_task_names
+
+__all__ = [
+    "EncodedDataset", "Examples", "GLUE_TASKS", "LengthGroupedSampler", "PaddingCollator", "RawTable", "TASKS",
+    "TaskData", "TaskSpec", "carve_validation", "custom_task", "encode", "get_task", "known_task_names", "limit",
+    "load_task_data", "read_table", "resolve_data_dir", "sample_indices", "tokenize",
+]

@@ -1,0 +1,127 @@
+"""Loading what training produced, for ``rankadapt eval``, ``predict`` and ``export``.
+
+Accepted locations:
+- a run directory (``config.yaml`` + ``adapter/`` or ``model/``);
+- an adapter directory (``adapter_config.json``; rankadapt's export or any PEFT LoRA for a
+  sequence classifier) — the base model comes from ``base_model_name_or_path`` unless ``model.name``
+  is overridden;
+- a transformers model directory (``config.json``), e.g. a merged export.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RunConfig, build_config, parse_overrides, read_yaml, _deep_merge
+from .errors import ModelError
+from .export import ADAPTER_CONFIG, RANKADAPT_META, load_peft_adapter
+from .model import AdaptedModel, prepare_model
+from .models import load_model, load_tokenizer
+
+
+@dataclass
+class Trained:
+    config: RunConfig
+    model: torch.nn.Module
+    tokenizer: Any
+    adapted: AdaptedModel | None
+    label_names: tuple[str, ...] | None
+    source: Path
+
+
+def locate(path: str | Path) -> tuple[Path, str]:
+    """(directory holding the weights, kind) with kind in {"adapter", "model"}."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path} does not exist; pass a run directory, an adapter directory or a model directory")
+    for candidate, kind in ((path, "adapter"), (path / "adapter", "adapter"), (path, "model"), (path / "model", "model")):
+        marker = ADAPTER_CONFIG if kind == "adapter" else "config.json"
+        if (candidate / marker).is_file():
+            return candidate, kind
+    raise ModelError(f"{path} holds no adapter (adapter_config.json), model (config.json) or run "
+                     "(adapter/ or model/ inside); for a run that is still training use its checkpoint via train.resume")
+
+
+def run_config_for(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """The run's own config.yaml (if any), then what the adapter's metadata knows, then overrides."""
+    path = Path(path)
+    weights, kind = locate(path)
+    data: dict[str, Any] = {}
+    run_dir = path if (path / "config.yaml").is_file() else weights.parent
+    if (run_dir / "config.yaml").is_file():
+        data = read_yaml(run_dir / "config.yaml")
+    elif kind == "adapter":
+        adapter_config = json.loads((weights / ADAPTER_CONFIG).read_text())
+        meta = _meta(weights)
+        data = {"model": {"name": adapter_config.get("base_model_name_or_path")},
+                "data": {"task": meta.get("task", "imdb"), "max_length": meta.get("max_length", 128)}}
+    else:
+        data = {"model": {"name": str(weights)}}
+    data.pop("output_dir", None)
+    data.setdefault("method", {})
+    # Evaluation loads the trained weights; the method block only describes how they were made.
+    data["method"] = {"name": "none"}
+    return build_config(_deep_merge(data, parse_overrides(overrides or [])))
+
+
+def load_trained(path: str | Path, config: RunConfig, num_labels: int,
+                 label_names: tuple[str, ...] | None) -> Trained:
+    weights, kind = locate(path)
+    if kind == "model":
+        model_cfg = config.model.model_copy(update={"name": str(weights)})
+        model = load_model(model_cfg, num_labels, label_names)
+        tokenizer = load_tokenizer(str(weights) if (weights / "tokenizer_config.json").is_file() else config.model.name)
+        adapted = prepare_model(model, config.method)
+    else:
+        base_name = config.model.name
+        if not base_name:
+            raise ModelError(f"{weights} names no base model; set model.name=...")
+        model = load_model(config.model, num_labels, label_names)
+        adapted = load_peft_adapter(model, weights)
+        tokenizer = load_tokenizer(str(weights) if (weights / "tokenizer_config.json").is_file() else base_name)
+    model.eval()
+    return Trained(config, model, tokenizer, adapted, label_names, weights)
+
+
+def _meta(weights: Path) -> dict[str, Any]:
+    path = weights / RANKADAPT_META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def label_names_for(path: str | Path) -> tuple[str, ...] | None:
+    weights, _ = locate(path)
+    names = _meta(weights).get("label_names")
+    if names:
+        return tuple(names)
+    config_path = weights / "config.json"
+    if config_path.is_file():
+        id2label = json.loads(config_path.read_text()).get("id2label") or {}
+        return tuple(id2label[k] for k in sorted(id2label, key=int)) or None
+    return None
+
+
+@torch.no_grad()
+def predict_texts(trained: Trained, texts: list[str], pairs: list[str] | None = None,
+                  max_length: int = 128, batch_size: int = 32) -> list[dict[str, Any]]:
+    """Label and probability (or score, for regression) of each text."""
+    out = []
+    device = next(trained.model.parameters()).device
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start:start + batch_size]
+        pair = pairs[start:start + batch_size] if pairs else None
+        enc = trained.tokenizer(chunk, pair, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        logits = trained.model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
+        if logits.shape[-1] == 1:
+            out.extend({"text": t, "score": float(s)} for t, s in zip(chunk, logits[:, 0]))
+            continue
+        probs = logits.softmax(-1)
+        for text, p in zip(chunk, probs):
+            idx = int(p.argmax())
+            label = trained.label_names[idx] if trained.label_names else str(idx)
+            out.append({"text": text, "label": label, "probability": float(p[idx])})
+    return out

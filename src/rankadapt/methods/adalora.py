@@ -1,0 +1,145 @@
+"""AdaLoRA (Zhang et al., ICLR 2023, arXiv 2303.10512; ALGORITHMS.md §2).
+
+SVD-form adapters ΔW = s · B · diag(λ) · A with λ trainable (init 0), A, B ~ N(0, 0.02), R = lora_r
+slots and s = lora_alpha / lora_r constant; m ≡ 1 (ranks are removed by zeroing λ). The loss carries
+γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), un-squared (the paper prints squares).
+
+After every optimizer step (and the lr-scheduler step, before zero_grad, §7), the policy updates the
+importance EMAs (paper §3.2) and, every ``mask_interval`` steps of the budgeting phase, keeps the b(t)
+highest-scored ranks and sets the λ of the others to 0 in place (paper §3.3). A, B and the optimizer
+state are kept, so a masked λ keeps training and the rank may revive at a later mask step. From
+t = T − t_f on the pattern is final: decided at T − t_f with b(T), re-applied at every later step,
+scores no longer updated. The schedule and the engine live in :mod:`.allocation`.
+
+Budgets: b(0) = Σ initial ranks = lora_r × matrices; b(T) = ``target_total_rank`` or
+``target_rank`` × matrices, with ``target_rank`` defaulting to max(1, ⌊lora_r / 2⌋) (the official
+configs halve the rank, r 2 → 1); ``init_warmup``/``final_warmup`` default to 10% / 30% of T.
+
+Where this implementation and stock PEFT (0.21, ``AdaLoraModel``/``RankAllocator``) differ, on purpose
+(``tests/test_adalora.py::test_parity_with_peft_adalora`` checks points 2–4 against PEFT and that
+without ties point 1 changes nothing; ``tests/test_allocation.py`` shows point 1 with ties):
+
+1. **Tied scores.** PEFT masks every rank scoring ``<= kthvalue(S, b(0) − b(t))``: ties at the
+   threshold are all masked (fewer than b(t) remain) and b(t) = b(0) crashes (k = 0). We keep exactly
+   b(t), ties to the lower index (``select_to_keep``). Without ties both keep the same ranks.
+2. **The last importance update.** The spec's budgeting phase is t_i < t ≤ T − t_f and scores stop
+   only for t > T − t_f, so we update the EMAs at t = T − t_f too and decide the final pattern with
+   them; PEFT (and the official code) update only while t < T − t_f. Otherwise the same step index
+   (PEFT's ``global_step`` = our 0-based ``StepContext.step``), the same mask steps (t % ΔT == 0,
+   counted from step 0, plus the forced final mask at T − t_f) and the same ⌊·⌋ budget formula.
+3. **Scale.** PEFT multiplies by lora_alpha / (ranknum + 1e-5) with ranknum = r; we use exactly
+   lora_alpha / r (the spec's constant s). The adapter output differs by the factor r / (r + 1e-5).
+4. **Regulariser normalisation.** PEFT (like the official ``compute_orth_regu``) divides the sum of
+   norms by the number of A *and* B tensors, 2 × matrices; the spec's "mean over adapted matrices of
+   ‖AAᵀ − I‖ + ‖BᵀB − I‖" divides by the number of matrices. So our γ equals PEFT's
+   ``orth_reg_weight`` / 2: use γ = 0.05 for the official 0.1. PEFT adds the term inside its forward
+   when labels are passed; here the training loop adds ``policy.regularization`` (§7).
+5. **``final_warmup = 0`` is rejected.** The budget reaches b(T) only at t = T − t_f; with t_f = 0 that
+   is step T, which never runs, so the run would end above its target rank (PEFT's default tfinal=0
+   does exactly that).
+6. PEFT empties its EMAs when the pattern is frozen; we keep them (unused) for logs and checkpoints.
+
+Between mask steps a masked λ trains away from 0 (as in PEFT and the official code), so
+:meth:`AdaLoRA.rank_pattern` reports the decided pattern, while export keeps the slots that contribute
+to ΔW; the two agree from T − t_f on, where the pattern is re-applied after every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .allocation import ImportancePolicy, Phase, budget_schedule, is_mask_step, select_to_keep
+from .base import Adapters, StepContext, register_method
+
+
+@register_method
+class AdaLoRA(ImportancePolicy):
+    name = "adalora"
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.initial_budget: int | None = None
+        self.target_budget: int | None = None
+        self.keep: dict[str, torch.Tensor] = {}
+        """The decided pattern: per matrix, which slots keep their λ (bool, on CPU)."""
+
+    # -- setup ------------------------------------------------------------------------------------
+    def setup(self, adapters: Adapters, total_steps: int) -> None:
+        """Resolve t_i, t_f and the budgets b(0), b(T) for T = ``total_steps``; validate them."""
+        super().setup(adapters, total_steps)
+        if self.schedule.final_warmup < 1:
+            raise ConfigError("method.final_warmup=0 leaves no step at which AdaLoRA reaches its final rank "
+                              "budget; set method.final_warmup to at least 1 (default: 30% of the steps)")
+        self.initial_budget = sum(layer.capacity for layer in adapters.values())
+        self.target_budget = self._target_budget(len(adapters))
+        for name, layer in adapters.items():
+            self.keep.setdefault(name, torch.ones(layer.capacity, dtype=torch.bool))
+
+    def _target_budget(self, matrices: int) -> int:
+        cfg = self.config
+        if cfg.target_total_rank is not None:
+            target, key = cfg.target_total_rank, f"method.target_total_rank={cfg.target_total_rank}"
+        else:
+            per_matrix = cfg.target_rank if cfg.target_rank is not None else max(1, cfg.lora_r // 2)
+            target, key = per_matrix * matrices, f"method.target_rank={per_matrix} x {matrices} matrices"
+        if target > self.initial_budget:
+            raise ConfigError(f"{key} = {target} exceeds the initial total rank {self.initial_budget} "
+                              f"(lora_r={cfg.lora_r} x {matrices} matrices); AdaLoRA only removes ranks, lower it")
+        return target
+
+    # -- the step ---------------------------------------------------------------------------------
+    def after_scheduler_step(self, adapters: Adapters, ctx: StepContext) -> bool:
+        """Importance update, then masking (ALGORITHMS.md §2). True when the decided pattern changed."""
+        s = self._checked_schedule(ctx)
+        if ctx.step <= s.budget_end:
+            self.tracker.update(adapters)
+        budget, phase = budget_schedule(ctx.step, s.total_steps, s.init_warmup, s.final_warmup,
+                                        self.initial_budget, self.target_budget)
+        if phase is Phase.FINAL:
+            self._apply(adapters)  # the frozen pattern, every step: masked λ would otherwise train back
+            return False
+        if not is_mask_step(ctx.step, s.total_steps, s.init_warmup, s.final_warmup, self.config.mask_interval):
+            return False
+        changed = self._decide(adapters, budget)
+        self._apply(adapters)
+        return changed
+
+    def _decide(self, adapters: Adapters, budget: int) -> bool:
+        """Keep the ``budget`` best ranks over all matrices."""
+        scores = torch.cat([self.tracker.scores(name, layer).cpu() for name, layer in adapters.items()])
+        keep = select_to_keep(scores, budget).split([layer.capacity for layer in adapters.values()])
+        changed = any(not torch.equal(self.keep[name], k) for name, k in zip(adapters, keep))
+        self.keep.update(zip(adapters, keep))
+        return changed
+
+    @torch.no_grad()
+    def _apply(self, adapters: Adapters) -> None:
+        """λ ← 0 outside the decided pattern, in place (the Parameter and its optimizer state stay)."""
+        for name, layer in adapters.items():
+            layer.lora_E.masked_fill_(~self.keep[name].to(layer.lora_E.device), 0.0)
+
+    # -- reporting and state ----------------------------------------------------------------------
+    def rank_pattern(self, adapters: Adapters) -> dict[str, int]:
+        """The decided rank per matrix (lora_r everywhere before the first mask step)."""
+        return {name: int(self.keep[name].sum()) if name in self.keep else layer.capacity
+                for name, layer in adapters.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self._schedule_state(), "keep": {n: k.clone() for n, k in self.keep.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._load_schedule_state(state)
+        self.keep = {n: k.clone().bool().cpu() for n, k in state["keep"].items()}
+
+    def broadcast_state(self, adapters: Adapters) -> None:
+        """Rank 0's λ and decided pattern everywhere, so the re-applied final pattern cannot drift."""
+        super().broadcast_state(adapters)
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        for name, layer in adapters.items():
+            flags = self.keep[name].to(layer.lora_E.device, torch.float32)
+            torch.distributed.broadcast(flags, src=0)
+            self.keep[name] = flags.bool().cpu()

@@ -1,0 +1,109 @@
+"""SoRA: sparse low-rank adaptation (Ding et al., EMNLP 2023, arXiv 2311.11696; ALGORITHMS.md §4).
+
+A LoRA adapter with a trainable gate g (R = r) between the down- and the up-projection,
+
+    ΔW = s · B · diag(g) · A,        s = lora_alpha / lora_r  (constant),
+
+trained by proximal gradient descent on an L1 penalty of the gate (paper §3, eqs. 3–4): after each
+optimizer step,
+
+    g ← prox_{η ξ ‖·‖₁}(g) = sign(g) · max(|g| − η·ξ, 0)
+
+with η the learning rate the optimizer just used and ξ = ``sparse_lambda_2``. A rank whose gate is
+exactly 0 contributes nothing to ΔW: it is pruned, counted as removed by :meth:`SoRA.rank_pattern`
+and dropped on export (the layer's ``export_factors`` keeps only slots with g ≠ 0). Optionally,
+``sparse_lambda`` adds λ·Σ|g| over every gate to the loss (a subgradient term; default 0).
+
+Choices and departures from the official code (TsinghuaC3I/SoRA, ``SparseAdamW``):
+
+- **The real proximal operator.** The official optimizer applies three in-place updates after the
+  Adam step: ``p[p > λ] -= λ; p[p < −λ] += λ; p[|p| < λ] = 0``. The third line runs on the values
+  the first two have already shrunk, so a gate with ξ < |g| < 2ξ is first shrunk into (0, ξ) and then
+  zeroed: it is pruned where the soft-threshold would keep sign(g)(|g| − ξ). :func:`soft_threshold`
+  applies sign(g)·max(|g| − τ, 0) in one pass. The official threshold is also the constant
+  ``sparse_lambda``, which does not follow the learning-rate schedule; here it is η·ξ with the
+  current η, as in the paper's update rule.
+- **Gate init.** ``gate_init: normal`` (the default) draws g ~ N(0, 1) as the official code does, so
+  that runs reproduce the published setting; ``ones`` opens every rank fully (s·g = s, LoRA's
+  scale) so that no rank starts near the threshold by chance. With B = 0 both give ΔW = 0 at step 0.
+- **Pruning is a state, not an event.** Once a gate is exactly 0 its own gradient is generally
+  non-zero (∂L/∂g_i = s·Σ_n (x_n Aᵀ)_i (δ_n B)_i carries no factor g_i), so Adam may move it away at
+  the next step; the proximal step re-zeroes it whenever |g| ≤ η·ξ after that step. This is the
+  behaviour of proximal gradient descent itself: a rank stays pruned while the optimizer's step on
+  its gate stays within η·ξ (for Adam, while |m̂/√v̂| ≤ ξ: while its gradient has no consistent sign).
+  A and B are kept, so a revived rank resumes where it was.
+- **Rank-change reports.** The pattern may change at any step, so :meth:`SoRA.before_optimizer_step`
+  records it and :meth:`SoRA.after_scheduler_step` reports whether it changed, for the trainer's
+  rank log (and its rank-0 broadcast under DDP).
+- **No weight decay on g** (the trainer exempts ``lora_E``): decay would be a second shrinkage
+  mechanism beside the proximal step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..layer import AdapterLinear
+from .base import Adapters, MethodPolicy, StepContext, register_method
+
+
+def soft_threshold(g: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The proximal operator of τ‖·‖₁: sign(g) · max(|g| − τ, 0), elementwise, as a new tensor.
+
+    Entries with |g| ≤ τ become exactly 0; the others move τ towards 0 and keep their sign.
+    """
+    if threshold < 0:
+        raise ValueError(f"the soft-threshold must be non-negative, got {threshold}")
+    return torch.sign(g) * torch.clamp(g.abs() - threshold, min=0.0)
+
+
+def gate_l1(adapters: Adapters) -> torch.Tensor:
+    """Σ |g| over every gate of every adapted matrix (paper eq. 3's ‖g‖₁)."""
+    return torch.stack([layer.lora_E.abs().sum() for layer in adapters.values()]).sum()
+
+
+@register_method
+class SoRA(MethodPolicy):
+    """LoRA with a trainable gate g, sparsified by a proximal step after every optimizer step."""
+
+    name = "sora"
+    gate_trainable = True
+    rank_adaptive = True
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self._pattern_before: dict[str, int] | None = None
+
+    def init_adapter(self, layer: AdapterLinear) -> None:
+        """LoRA's A (Kaiming-uniform) and B = 0, then the gate per ``gate_init``."""
+        super().init_adapter(layer)
+        with torch.no_grad():
+            if self.config.gate_init == "normal":
+                torch.nn.init.normal_(layer.lora_E, mean=0.0, std=1.0)
+            else:
+                torch.nn.init.ones_(layer.lora_E)
+
+    def regularization(self, adapters: Adapters) -> torch.Tensor | None:
+        """``sparse_lambda`` · Σ|g|, or None when the optional L1 term is off."""
+        if not adapters or self.config.sparse_lambda == 0:
+            return None
+        return self.config.sparse_lambda * gate_l1(adapters)
+
+    def before_optimizer_step(self, adapters: Adapters, ctx: StepContext) -> None:
+        self._pattern_before = self.rank_pattern(adapters)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, adapters: Adapters, ctx: StepContext) -> None:
+        """g ← sign(g) · max(|g| − η·ξ, 0), η = ``ctx.lr`` (the lr the optimizer just used)."""
+        threshold = ctx.lr * self.config.sparse_lambda_2
+        for layer in adapters.values():
+            layer.lora_E.copy_(soft_threshold(layer.lora_E, threshold))
+
+    def after_scheduler_step(self, adapters: Adapters, ctx: StepContext) -> bool:
+        """True when this step's optimizer and proximal updates changed the rank pattern."""
+        before, self._pattern_before = self._pattern_before, None
+        return before is not None and before != self.rank_pattern(adapters)
+
+    def rank_pattern(self, adapters: Adapters) -> dict[str, int]:
+        """Ranks with m ≠ 0 and g ≠ 0 per matrix: a zero gate is a pruned rank."""
+        return {name: layer.active_rank() for name, layer in adapters.items()}

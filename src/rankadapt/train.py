@@ -1,0 +1,526 @@
+"""The training recipe: one explicit loop on Hugging Face Accelerate (STYLE.md lesson 3).
+
+``train(config)`` builds everything (data, model, method, optimizer, schedule), then runs
+:func:`_training_loop`, the one long function of the package, where the order of the optimizer step
+(ALGORITHMS.md §7) can be read top to bottom:
+
+    loss = task loss + policy.regularization        # γ·orthogonal term, SoRA's L1
+    backward                                         # (loss / grad_accum; DDP sync on the last micro-batch)
+    -- at an accumulation boundary only --
+    policy.before_optimizer_step                     # RM-LoRA gradient masks
+    clip gradients → optimizer.step()
+    policy.after_optimizer_step                      # SoRA proximal step, with the lr just used
+    lr_scheduler.step()
+    policy.after_scheduler_step                      # AdaLoRA/ElaLoRA importance + rank decisions
+    zero_grad(); step += 1
+
+The same code runs on CPU, one GPU and several processes (``torchrun``/``accelerate launch``):
+``train.batch_size`` is the global batch of one optimizer step, split over the processes, and the
+total number of optimizer steps T is computed for the world size before any schedule is built.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .checkpoint import CHECKPOINT_DIR, LoopState, load_checkpoint, save_checkpoint, set_rng_state
+from .config import RunConfig
+from .data import (EncodedDataset, LengthGroupedSampler, PaddingCollator, TaskData, encode, load_task_data)
+from .errors import ConfigError, TrainingError
+from .methods import StepContext
+from .metrics import compute_metrics, predictions_from_logits
+from .model import AdaptedModel, prepare_model, trainable_state_dict
+from .models import load_model, load_tokenizer
+from .tracking import RunLogger
+from .versions import package_versions
+
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class Run:
+    """Everything the loop needs, built once by :func:`build_run`."""
+
+    config: RunConfig
+    run_dir: Path
+    accelerator: Any
+    data: TaskData
+    tokenizer: Any
+    adapted: AdaptedModel
+    model: torch.nn.Module
+    train_loader: DataLoader
+    eval_loaders: dict[str, DataLoader]
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    steps_per_epoch: int
+    logger: RunLogger
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def print(self, *args: Any) -> None:
+        if self.is_main:
+            print(*args, flush=True)
+
+
+# ==================================================================================================
+# Building a run
+# ==================================================================================================
+
+def make_accelerator(config: RunConfig):
+    from accelerate import Accelerator
+
+    if config.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    return Accelerator(cpu=config.train.device == "cpu", mixed_precision=config.train.mixed_precision)
+
+
+def encode_splits(config: RunConfig, data: TaskData, tokenizer) -> tuple[EncodedDataset, dict[str, EncodedDataset]]:
+    key = f"{config.model.name}|{data.task.name}"
+    train = encode(data.train, tokenizer, config.data.max_length, config.data.cache_dir, key + "|train")
+    evals = {name: encode(split, tokenizer, config.data.max_length, config.data.cache_dir, f"{key}|{name}")
+             for name, split in data.eval_splits.items()}
+    return train, evals
+
+
+def make_loaders(config: RunConfig, train: EncodedDataset, evals: dict[str, EncodedDataset], tokenizer,
+                 num_processes: int) -> tuple[DataLoader, dict[str, DataLoader]]:
+    per_process = config.train.batch_size // num_processes
+    if per_process * num_processes != config.train.batch_size:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch and must divide evenly "
+                          f"over {num_processes} processes; use a multiple of {num_processes}")
+    collate = PaddingCollator(tokenizer.pad_token_id or 0)
+    # Each loader gets its own generator: otherwise every new iterator draws a seed from torch's global
+    # generator, which shifts dropout masks and breaks exact resume.
+    own_rng = {"generator": torch.Generator().manual_seed(config.train.seed)}
+    if config.train.group_by_length:
+        sampler = LengthGroupedSampler(train.lengths, per_process * num_processes, seed=config.train.seed)
+    else:
+        sampler = torch.utils.data.RandomSampler(train, generator=torch.Generator().manual_seed(config.train.seed))
+    train_loader = DataLoader(train, batch_size=per_process, sampler=sampler, collate_fn=collate,
+                              num_workers=config.train.num_workers, drop_last=False, **own_rng)
+    eval_batch = (config.train.eval_batch_size or 2 * config.train.batch_size) // num_processes or 1
+    eval_loaders = {name: DataLoader(ds, batch_size=eval_batch, sampler=_by_length(ds), collate_fn=collate, **own_rng)
+                    for name, ds in evals.items()}
+    return train_loader, eval_loaders
+
+
+def _by_length(dataset: EncodedDataset) -> list[int]:
+    """Evaluation in length order: the least padding; the metrics do not depend on the order."""
+    return sorted(range(len(dataset)), key=lambda i: dataset.lengths[i])
+
+
+def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW with no weight decay on biases, LayerNorm weights and gates.
+
+    Gates (AdaLoRA's λ, SoRA's g) are excluded: decay would shrink singular values towards the
+    pruning threshold independently of their importance, mixing two pruning mechanisms.
+    """
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith("lora_E")
+        (no_decay if exempt else decay).append(param)
+    groups = [{"params": decay, "weight_decay": config.train.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.train.learning_rate)
+
+
+def schedule_lengths(config: RunConfig, batches_per_epoch: int) -> tuple[int, int]:
+    """(T, optimizer steps per epoch) for the per-process loader length (i.e. for the world size)."""
+    steps_per_epoch = math.ceil(batches_per_epoch / config.train.grad_accum)
+    if steps_per_epoch == 0:
+        raise ConfigError("the training split is empty after batching; lower train.batch_size or add data")
+    total = config.train.max_steps or math.ceil(config.train.epochs * steps_per_epoch)
+    return total, steps_per_epoch
+
+
+def build_run(config: RunConfig) -> Run:
+    from accelerate.utils import set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    accelerator = make_accelerator(config)
+    run_dir = config.resolved_output_dir()
+    data = load_task_data(config.data)
+    tokenizer = load_tokenizer(config.model.name)
+    train_set, eval_sets = encode_splits(config, data, tokenizer)
+    # Seed everything before the head and the adapters are created, so their init is reproducible.
+    set_seed(config.train.seed)
+    model = load_model(config.model, data.task.num_labels, data.task.label_names)
+    adapted = prepare_model(model, config.method)
+    if hasattr(adapted.policy, "seed"):
+        adapted.policy.seed = config.train.seed
+    train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, tokenizer, accelerator.num_processes)
+    optimizer = make_optimizer(config, model) if adapted.trainable_parameters() else None
+    model, train_loader, *rest = accelerator.prepare(model, train_loader, *eval_loaders.values(),
+                                                     *([optimizer] if optimizer else []))
+    eval_loaders = dict(zip(eval_loaders, rest[:len(eval_loaders)]))
+    optimizer = rest[len(eval_loaders)] if optimizer else None
+    total_steps, steps_per_epoch = schedule_lengths(config, len(train_loader))
+    warmup = config.train.warmup_steps or int(config.train.warmup_ratio * total_steps)
+    # The scheduler is deliberately not given to accelerate: it steps exactly once per optimizer step.
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps) if optimizer else None
+    if optimizer:
+        adapted.policy.setup(adapted.adapters, total_steps)
+    logger = RunLogger(run_dir, tensorboard=config.train.tensorboard, enabled=accelerator.is_main_process)
+    return Run(config, run_dir, accelerator, data, tokenizer, adapted, model, train_loader, eval_loaders,
+               optimizer, scheduler, total_steps, steps_per_epoch, logger)
+
+
+# ==================================================================================================
+# Evaluation
+# ==================================================================================================
+
+def evaluate(run: Run) -> dict[str, float]:
+    return evaluate_loaders(run.model, run.eval_loaders, run.data.task, run.accelerator)
+
+
+@torch.no_grad()
+def evaluate_loaders(model, loaders: dict[str, DataLoader], task, accelerator) -> dict[str, float]:
+    """Metrics on every eval split, gathered over processes (no duplicates: gather_for_metrics).
+
+    With several splits (MNLI) each metric is prefixed by its split: ``matched_accuracy``.
+    """
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, float] = {}
+    for split, loader in loaders.items():
+        logits, labels = [], []
+        for batch in loader:
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            out = model(**inputs).logits.float()
+            out, lab = accelerator.gather_for_metrics((out, batch["labels"]))
+            logits.append(out.cpu())
+            labels.append(lab.cpu())
+        logits_t, labels_t = torch.cat(logits), torch.cat(labels)
+        split_metrics = compute_metrics(task, predictions_from_logits(task, logits_t.numpy()), labels_t.numpy())
+        split_metrics["loss"] = _eval_loss(task, logits_t, labels_t)
+        prefix = "" if len(loaders) == 1 else split.removeprefix("validation_") + "_"
+        metrics.update({prefix + k: float(v) for k, v in split_metrics.items()})
+    model.train(was_training)
+    return metrics
+
+
+def _eval_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> float:
+    if task.is_regression:
+        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float()).item()
+    return torch.nn.functional.cross_entropy(logits, labels.long()).item()
+
+
+def best_metric_name(run: Run) -> str:
+    if run.config.train.metric_for_best:
+        return run.config.train.metric_for_best
+    main = run.data.task.main_metric
+    first = next(iter(run.eval_loaders))
+    return main if len(run.eval_loaders) == 1 else first.removeprefix("validation_") + "_" + main
+
+
+# ==================================================================================================
+# The loop
+# ==================================================================================================
+
+def train(config: RunConfig) -> dict[str, Any]:
+    """Run one fine-tuning job end to end; returns the ``results.json`` record."""
+    run = build_run(config)
+    try:
+        return _train(run)
+    finally:
+        run.logger.close()
+
+
+def _train(run: Run) -> dict[str, Any]:
+    config = run.config
+    loop = _start_or_resume(run)
+    run.print(run.adapted.summary())
+    run.print(f"data: {run.data.source}; train {len(run.data.train):,} examples, "
+              + ", ".join(f"{k} {len(v):,}" for k, v in run.data.eval_splits.items())
+              + f"; {run.total_steps} optimizer steps")
+    start = time.perf_counter()
+    if run.optimizer is not None and loop.step < run.total_steps:
+        _training_loop(run, loop)
+    final = evaluate(run)
+    run.logger.log("eval", loop.step, final=True, **final)
+    _update_best(run, loop, final)
+    _export(run, loop, final_pass=True)
+    if run.optimizer is not None:
+        _save(run, loop)
+    results = _results(run, loop, final, wall=time.perf_counter() - start)
+    if run.is_main:
+        _write_json(run.run_dir / RESULTS_FILE, results)
+    run.accelerator.wait_for_everyone()
+    return results
+
+
+def _training_loop(run: Run, loop: LoopState) -> None:
+    config, accelerator, policy = run.config, run.accelerator, run.adapted.policy
+    adapters, model, optimizer, scheduler = run.adapted.adapters, run.model, run.optimizer, run.scheduler
+    accum = config.train.grad_accum
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    best_name = best_metric_name(run)
+    num_epochs = math.ceil(run.total_steps / run.steps_per_epoch)
+    progress = _progress_bar(run, loop.step)
+    window = {"loss": 0.0, "reg": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
+    if policy.rank_adaptive and loop.step == 0:
+        run.logger.log("ranks", 0, ranks=run.adapted.rank_pattern(), total=sum(run.adapted.rank_pattern().values()))
+    model.train()
+    for epoch in range(loop.epoch, num_epochs):
+        loop.epoch = epoch
+        _set_epoch(run.train_loader, epoch)
+        loader = run.train_loader
+        if loop.batches_in_epoch:  # resuming mid-epoch: the sampler is seeded by epoch, so skipping replays it
+            loader = accelerator.skip_first_batches(run.train_loader, loop.batches_in_epoch)
+        batches_left = len(run.train_loader) - loop.batches_in_epoch
+        tic = time.perf_counter()
+        for batch in loader:
+            loop.batches_in_epoch += 1
+            batches_left -= 1
+            boundary = loop.batches_in_epoch % accum == 0 or batches_left == 0
+            # ---- forward and backward (no gradient all-reduce until the last micro-batch) ----------
+            with (nullcontext() if boundary else accelerator.no_sync(model)):
+                task_loss = model(**batch).loss
+                reg = policy.regularization(adapters)
+                loss = task_loss if reg is None else task_loss + reg
+                _check_finite(run, loop, loss)
+                accelerator.backward(loss / accum)
+            window["loss"] += task_loss.item()
+            window["reg"] += 0.0 if reg is None else reg.item()
+            window["batches"] += 1
+            window["samples"] += batch["input_ids"].shape[0] * accelerator.num_processes
+            loop.samples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
+            if not boundary:
+                continue
+            # ---- the optimizer step, in the order of ALGORITHMS.md §7 ------------------------------
+            ctx = StepContext(step=loop.step, total_steps=run.total_steps,
+                              lr=optimizer.param_groups[0]["lr"], optimizer=optimizer)
+            policy.before_optimizer_step(adapters, ctx)
+            if config.train.max_grad_norm:
+                accelerator.clip_grad_norm_(trainable, config.train.max_grad_norm)
+            optimizer.step()
+            policy.after_optimizer_step(adapters, ctx)
+            scheduler.step()
+            ranks_changed = policy.after_scheduler_step(adapters, ctx)
+            optimizer.zero_grad(set_to_none=True)
+            loop.step += 1
+            # ---- bookkeeping: ranks, logs, evaluation, checkpoints ---------------------------------
+            if ranks_changed:
+                policy.broadcast_state(adapters)
+                pattern = run.adapted.rank_pattern()
+                run.logger.log("ranks", loop.step, ranks=pattern, total=sum(pattern.values()))
+            progress.update(1)
+            if loop.step % config.train.logging_steps == 0 or loop.step == run.total_steps:
+                _log_train(run, loop, window, ctx, progress)
+            epoch_end = batches_left == 0
+            if _eval_due(config, loop.step, epoch_end, run.total_steps):
+                loop.train_seconds += time.perf_counter() - tic
+                metrics = evaluate(run)
+                run.logger.log("eval", loop.step, epoch=epoch + 1, **metrics)
+                progress.write(f"step {loop.step}: " + _format_metrics(metrics)) if run.is_main else None
+                if _update_best(run, loop, metrics, best_name):
+                    _export(run, loop)
+                _save(run, loop)
+                tic = time.perf_counter()
+            if loop.step >= run.total_steps:
+                break
+        loop.train_seconds += time.perf_counter() - tic
+        if loop.step >= run.total_steps:
+            break
+        loop.batches_in_epoch = 0
+    progress.close()
+
+
+def _check_finite(run: Run, loop: LoopState, loss: torch.Tensor) -> None:
+    bad = torch.tensor(0.0 if torch.isfinite(loss.detach()) else 1.0, device=loss.device)
+    if run.accelerator.num_processes > 1:
+        bad = run.accelerator.reduce(bad, reduction="sum")
+    if bad.item():
+        ckpt = run.run_dir / CHECKPOINT_DIR
+        kept = f"the last good checkpoint ({ckpt}) is kept" if ckpt.exists() else "no checkpoint was written yet"
+        raise TrainingError(f"the training loss became {loss.item()} at optimizer step {loop.step} "
+                            f"(epoch {loop.epoch + 1}); training stopped and {kept}. Lower train.learning_rate, "
+                            "set train.max_grad_norm, or use train.mixed_precision=no")
+
+
+def _eval_due(config: RunConfig, step: int, epoch_end: bool, total: int) -> bool:
+    if step >= total:
+        return False  # the final evaluation happens once, after the loop
+    if config.train.eval_strategy == "steps":
+        return step % config.train.eval_steps == 0
+    return config.train.eval_strategy == "epoch" and epoch_end
+
+
+def _update_best(run: Run, loop: LoopState, metrics: dict[str, float], name: str | None = None) -> bool:
+    name = name or best_metric_name(run)
+    if name not in metrics:
+        raise ConfigError(f"train.metric_for_best={name!r} is not among the eval metrics: {', '.join(metrics)}")
+    value = metrics[name]
+    lower_is_better = name.endswith("loss")
+    better = loop.best_metric is None or (value < loop.best_metric if lower_is_better else value > loop.best_metric)
+    if better:
+        loop.best_metric, loop.best_step, loop.best_metrics = value, loop.step, dict(metrics)
+    return better
+
+
+# ==================================================================================================
+# Start, resume, save, export, results
+# ==================================================================================================
+
+def _start_or_resume(run: Run) -> LoopState:
+    config = run.config
+    if config.train.resume:
+        model_state, state, loop = load_checkpoint(run.run_dir)
+        model = run.accelerator.unwrap_model(run.model)
+        missing = set(model_state) - set(model.state_dict())
+        if missing:
+            raise TrainingError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} does not fit this model/method "
+                                f"(unknown tensors such as {sorted(missing)[:3]}); resume with the run's own config.yaml")
+        model.load_state_dict(model_state, strict=False)
+        if run.optimizer is not None:
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
+        run.adapted.policy.load_state_dict(state["policy"])
+        set_rng_state(state["rng"])
+        run.logger.truncate_after(loop.step)
+        run.print(f"resuming {run.run_dir} at optimizer step {loop.step}")
+        return loop
+    if run.is_main:
+        _fresh_run_dir(run)
+    run.accelerator.wait_for_everyone()
+    return LoopState()
+
+
+def _fresh_run_dir(run: Run) -> None:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.jsonl", RESULTS_FILE):
+        (run.run_dir / stale).unlink(missing_ok=True)
+    for stale in (CHECKPOINT_DIR, "adapter", "model", "tensorboard"):
+        if (run.run_dir / stale).is_dir() and stale != "tensorboard":
+            shutil.rmtree(run.run_dir / stale)
+    (run.run_dir / CONFIG_FILE).write_text(run.config.to_yaml())
+    run.logger.log("start", 0, method=run.config.method.name, task=run.data.task.name, model=run.config.model.name,
+                   total_steps=run.total_steps, trainable_parameters=run.adapted.trainable_parameters(),
+                   total_parameters=run.adapted.total_parameters(), train_examples=len(run.data.train))
+
+
+def _save(run: Run, loop: LoopState) -> None:
+    run.accelerator.wait_for_everyone()
+    if not run.is_main or run.optimizer is None:
+        return
+    save_checkpoint(run.run_dir, model_state=trainable_state_dict(run.adapted), optimizer=run.optimizer,
+                    scheduler=run.scheduler, policy_state=run.adapted.policy.state_dict(), loop=loop)
+
+
+def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
+    """``adapter/``: a PEFT LoRA for adapter methods; ``model/``: a transformers model for full/head.
+
+    With ``train.export=best`` the export is written whenever the best metric improves; the final pass
+    writes it only if nothing was written yet (or with ``export=last``).
+    """
+    if not run.is_main or run.adapted.method == "none":
+        return
+    target = run.run_dir / ("adapter" if run.adapted.adapters else "model")
+    if final_pass and run.config.train.export == "best" and target.exists():
+        return
+    if not final_pass and run.config.train.export == "last":
+        return
+    from .export import export_merged, export_peft
+
+    if run.adapted.adapters:
+        meta = {"task": run.data.task.name, "label_names": run.data.task.label_names,
+                "max_length": run.config.data.max_length, "step": loop.step, "metrics": loop.best_metrics}
+        export_peft(run.adapted, target, base_model=run.config.model.name, extra_meta=meta)
+        run.tokenizer.save_pretrained(str(target))
+    else:
+        export_merged(run.adapted, target, tokenizer=run.tokenizer)
+
+
+def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) -> dict[str, Any]:
+    adapted = run.adapted
+    results = {
+        "task": run.data.task.name,
+        "method": adapted.method,
+        "model": run.config.model.name,
+        "seed": run.config.train.seed,
+        "final_metrics": final,
+        "best_metrics": loop.best_metrics,
+        "best_step": loop.best_step,
+        "metric_for_best": best_metric_name(run),
+        "trainable_parameters": adapted.trainable_parameters(),
+        "total_parameters": adapted.total_parameters(),
+        "adapter_parameters": adapted.adapter_parameters(),
+        "steps": loop.step,
+        "total_steps": run.total_steps,
+        "epochs": loop.step / run.steps_per_epoch,
+        "train_examples": len(run.data.train),
+        "eval_examples": {k: len(v) for k, v in run.data.eval_splits.items()},
+        "train_seconds": round(loop.train_seconds, 3),
+        "wall_seconds": round(wall, 3),
+        "samples_per_second": round(loop.samples_seen / loop.train_seconds, 2) if loop.train_seconds else None,
+        "num_processes": run.accelerator.num_processes,
+        "versions": package_versions(),
+    }
+    if adapted.adapters:
+        results["rank_pattern"] = adapted.rank_pattern()
+        results["initial_adapter_parameters"] = sum(
+            run.config.method.lora_r * (layer.in_features + layer.out_features) for layer in adapted.adapters.values())
+        if run.config.method.budget:
+            results["budget"] = run.config.method.budget
+    return results
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)
+
+
+# ==================================================================================================
+# Small helpers
+# ==================================================================================================
+
+def _set_epoch(loader: DataLoader, epoch: int) -> None:
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+
+
+def _progress_bar(run: Run, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=run.total_steps, initial=initial, desc="train", unit="step", dynamic_ncols=True,
+                disable=not (run.is_main and run.config.train.progress), file=sys.stderr)
+
+
+def _log_train(run: Run, loop: LoopState, window: dict[str, Any], ctx: StepContext, progress) -> None:
+    elapsed = time.perf_counter() - window["start"]
+    record = {"loss": window["loss"] / max(window["batches"], 1), "lr": ctx.lr,
+              "samples_per_second": window["samples"] / elapsed if elapsed else 0.0,
+              "epoch": loop.step / run.steps_per_epoch}
+    if window["reg"]:
+        record["regularization"] = window["reg"] / max(window["batches"], 1)
+    run.logger.log("train", loop.step, **record)
+    progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{ctx.lr:.2e}", sps=f"{record['samples_per_second']:.1f}")
+    window.update(loss=0.0, reg=0.0, batches=0, samples=0, start=time.perf_counter())
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+

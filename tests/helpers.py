@@ -1,0 +1,67 @@
+"""Building blocks for end-to-end tests: a tiny model directory with its own tokenizer, and a small
+synthetic sentiment task a tiny model can actually learn. No download."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import transformers
+
+from conftest import tiny_config
+
+POSITIVE = ["good", "great", "fine", "nice", "superb", "lovely"]
+NEGATIVE = ["bad", "awful", "poor", "sad", "boring", "weak"]
+FILLER = ["the", "a", "movie", "film", "was", "is", "and", "plot", "actor", "story", "very", "quite"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_tokenizer(directory: Path) -> transformers.PreTrainedTokenizerBase:
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {token: i for i, token in enumerate(SPECIAL + POSITIVE + NEGATIVE + FILLER)}
+    return transformers.BertTokenizerFast(vocab=vocab, do_lower_case=True)
+
+
+def make_model_dir(directory: Path, arch: str = "bert", seed: int = 0) -> Path:
+    """A saved tiny model (2 layers, hidden 32) plus tokenizer, loadable by ``model.name=<dir>``."""
+    import torch
+
+    tokenizer = make_tokenizer(directory)
+    torch.manual_seed(seed)
+    config = tiny_config(arch)
+    config.vocab_size = max(config.vocab_size, len(tokenizer))
+    model = transformers.AutoModelForSequenceClassification.from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def sentiment_rows(n: int, seed: int) -> list[tuple[str, str]]:
+    """Texts whose label is the polarity of the sentiment words they contain (one polarity per text)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        words = rng.sample(FILLER, 4) + rng.sample(POSITIVE if label == "positive" else NEGATIVE, 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]], header=("text", "label")) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def custom_task_args(tmp: Path, model_dir: Path, run_dir: Path, n_train: int = 64, n_eval: int = 32) -> list[str]:
+    train = write_csv(tmp / "data" / "train.csv", sentiment_rows(n_train, seed=1))
+    evaluation = write_csv(tmp / "data" / "eval.csv", sentiment_rows(n_eval, seed=2))
+    return [f"model.name={model_dir}", "data.task=custom", f"data.train_file={train}", f"data.eval_file={evaluation}",
+            "data.text_column=text", "data.label_column=label", "data.max_length=16", f"data.cache_dir={tmp / 'cache'}",
+            "train.batch_size=8", "train.epochs=2", "train.learning_rate=5e-3", "train.progress=false",
+            "train.logging_steps=1", "train.device=cpu", f"output_dir={run_dir}"]
