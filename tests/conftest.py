@@ -44,3 +44,18 @@ def tiny_batch(batch: int = 3, length: int = 7, seed: int = 0) -> dict[str, torc
 @pytest.fixture(params=ARCHITECTURES)
 def arch(request) -> str:
     return request.param
+
+
+def assert_stock_peft_matches(adapted, directory: Path, arch: str = "bert") -> None:
+    """Export ``adapted`` and check stock PEFT reproduces its logits on a fresh base model (1e-5)."""
+    import peft
+
+    from rankadapt.export import export_peft
+
+    batch = tiny_batch(batch=4, seed=7)
+    with torch.no_grad():
+        expected = adapted.model.eval()(**batch).logits
+    export_peft(adapted, directory)
+    loaded = peft.PeftModel.from_pretrained(tiny_model(arch), directory).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**batch).logits, expected, atol=1e-5, rtol=0)

@@ -12,12 +12,11 @@ import torch
 import rankadapt.methods.adalora  # noqa: F401  (registers "adalora")
 from rankadapt.config import MODULE_NAMES, MethodConfig
 from rankadapt.errors import ConfigError, TrainingError
-from rankadapt.export import export_peft
 from rankadapt.methods import StepContext
 from rankadapt.methods.allocation import budget_schedule, select_to_keep
 from rankadapt.model import prepare_model
 
-from conftest import tiny_batch, tiny_model
+from conftest import assert_stock_peft_matches, tiny_batch, tiny_model
 
 # T = 20, t_i = 3, t_f = 6: warmup t <= 3, budgeting 3 < t <= 14, final t >= 15.
 T, TI, TF = 20, 3, 6
@@ -236,13 +235,7 @@ def test_trained_adalora_exports_to_stock_peft(trained, tmp_path):
     pattern = adapted.rank_pattern()
     assert sum(pattern.values()) == 4 and {layer.active_rank() for layer in adapted.adapters.values()} != {4}
     assert {n: layer.active_rank() for n, layer in adapted.adapters.items()} == pattern
-    batch = tiny_batch(batch=4, seed=7)
-    with torch.no_grad():
-        expected = adapted.model(**batch).logits
-    export_peft(adapted, tmp_path / "adapter")
-    loaded = peft.PeftModel.from_pretrained(tiny_model("bert"), tmp_path / "adapter").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**batch).logits, expected, atol=1e-5, rtol=0)
+    assert_stock_peft_matches(adapted, tmp_path / "adapter")
 
 
 def test_state_round_trip_resumes_with_identical_decisions(trained):

@@ -12,12 +12,11 @@ import torch
 import rankadapt.methods.elalora  # noqa: F401  (registers "elalora")
 from rankadapt.config import MethodConfig
 from rankadapt.errors import ConfigError
-from rankadapt.export import export_peft
 from rankadapt.methods import StepContext
 from rankadapt.methods.elalora import zero_slot_moments
 from rankadapt.model import prepare_model
 
-from conftest import tiny_batch, tiny_model
+from conftest import assert_stock_peft_matches, tiny_batch, tiny_model
 
 # T = 20, t_i = 3, t_f = 5, interval 2: rounds at t = 5, 7, 9, 11, 13 (t < 15).
 T, TI, TF, K = 20, 3, 5, 1
@@ -163,13 +162,7 @@ def test_rounds_conserve_rank_move_at_most_k_and_keep_optimizer_state(trained):
 
 def test_trained_elalora_exports_to_stock_peft(trained, tmp_path):
     adapted, _, _ = trained
-    batch = tiny_batch(batch=4, seed=7)
-    with torch.no_grad():
-        expected = adapted.model(**batch).logits
-    export_peft(adapted, tmp_path / "adapter")
-    loaded = peft.PeftModel.from_pretrained(tiny_model("bert"), tmp_path / "adapter").eval()
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**batch).logits, expected, atol=1e-5, rtol=0)
+    assert_stock_peft_matches(adapted, tmp_path / "adapter")
 
 
 def test_state_round_trip_resumes_with_identical_rounds(trained):

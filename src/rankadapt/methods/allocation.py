@@ -45,7 +45,7 @@ import torch
 from ..errors import ConfigError, TrainingError
 from ..layer import AdapterLinear
 from .base import Adapters, MethodPolicy, StepContext
-from .regularizers import orthogonal_penalty
+from .regularizers import orthogonal_regularization
 
 FACTORS = ("lora_A", "lora_E", "lora_B")
 """The parameters whose entries carry importance: A (R × d_in), λ (R), B (d_out × R)."""
@@ -334,9 +334,7 @@ class ImportancePolicy(MethodPolicy):
 
     def regularization(self, adapters: Adapters) -> torch.Tensor | None:
         """γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), un-squared (see ``orthogonal_penalty``)."""
-        if not adapters or self.config.reg_orth_coef == 0:
-            return None
-        return self.config.reg_orth_coef * orthogonal_penalty(adapters)
+        return orthogonal_regularization(adapters, self.config.reg_orth_coef)
 
     def setup(self, adapters: Adapters, total_steps: int) -> None:
         super().setup(adapters, total_steps)

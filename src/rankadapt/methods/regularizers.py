@@ -23,3 +23,15 @@ def orthogonal_penalty(adapters: dict[str, AdapterLinear]) -> torch.Tensor:
         eye = torch.eye(A.shape[0], device=A.device, dtype=A.dtype)
         terms.append(torch.linalg.norm(A @ A.t() - eye) + torch.linalg.norm(B.t() @ B - eye))
     return torch.stack(terms).mean()
+
+
+def orthogonal_regularization(adapters: dict[str, AdapterLinear], coef: float) -> torch.Tensor | None:
+    """γ · :func:`orthogonal_penalty`, or None when γ = 0 (no graph built for a zero term).
+
+    The spec's mean runs over matrices (L terms, each ‖AAᵀ−I‖ + ‖BᵀB−I‖). PEFT and the official
+    AdaLoRA code divide the same sum by the number of A and B tensors (2L), so the official γ = 0.2
+    equals rankadapt's γ = 0.1: halve a pasted official ``reg_orth_coef`` for the same strength.
+    """
+    if not adapters or coef == 0:
+        return None
+    return coef * orthogonal_penalty(adapters)

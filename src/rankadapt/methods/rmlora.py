@@ -38,7 +38,7 @@ import torch
 
 from ..layer import AdapterLinear
 from .base import Adapters, MethodPolicy, StepContext, register_method
-from .regularizers import orthogonal_penalty
+from .regularizers import orthogonal_regularization
 
 
 def draw_rank_indices(generator: torch.Generator, capacity: int, k: int) -> torch.Tensor:
@@ -84,9 +84,7 @@ class RMLoRA(MethodPolicy):
 
     def regularization(self, adapters: Adapters) -> torch.Tensor | None:
         """γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), or None when γ = 0."""
-        if not adapters or self.config.reg_orth_coef == 0:
-            return None
-        return self.config.reg_orth_coef * orthogonal_penalty(adapters)
+        return orthogonal_regularization(adapters, self.config.reg_orth_coef)
 
     def setup(self, adapters: Adapters, total_steps: int) -> None:
         super().setup(adapters, total_steps)
