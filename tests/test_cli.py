@@ -200,3 +200,18 @@ def test_config_show_prints_the_resolved_config():
     assert result.exit_code == 0, result.output
     assert "name: adalora" in result.output and "target_rank: 2" in result.output
     assert "runs/imdb-adalora-seed7" in result.output
+
+
+def test_bf16_autocast_trains_on_cpu(model_dir, tmp_path):
+    """Mixed precision is a config option; bf16 autocast runs on CPU and still learns the tiny task."""
+    run_dir = tmp_path / "run"
+    train_ok(*custom_task_args(tmp_path, model_dir, run_dir), "method.name=lora", *LEARNS, "train.mixed_precision=bf16")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["final_metrics"]["accuracy"] >= 0.9
+
+
+def test_yaml_no_is_read_as_the_option_no():
+    from rankadapt.config import load_config
+
+    config = load_config(None, ["train.mixed_precision=no", "train.eval_strategy=no"])
+    assert config.train.mixed_precision == "no" and config.train.eval_strategy == "no"

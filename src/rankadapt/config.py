@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -208,6 +208,12 @@ class TrainConfig(_Section):
     progress: bool = True
     threads: int | None = Field(None, gt=0)
     """torch CPU threads (default: torch's choice)."""
+
+    @field_validator("mixed_precision", "eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        """YAML reads a bare ``no`` as false; these options spell it 'no'."""
+        return "no" if value is False else value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -88,6 +88,12 @@ def make_accelerator(config: RunConfig):
         raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    # Accelerate keeps its settings in a process-wide singleton; several runs in one process (sweeps,
+    # tests) may differ in mixed precision or device, so start each run from fresh settings. The
+    # process group (PartialState) is kept.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=config.train.device == "cpu", mixed_precision=config.train.mixed_precision)
 
 
