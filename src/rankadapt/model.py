@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import MethodConfig
+from .config import MODULE_NAMES, MethodConfig
 from .errors import ModelError
 from .layer import AdapterLinear, LayerReport
 from .methods import Adapters, MethodPolicy, build_policy
@@ -69,7 +69,8 @@ class AdaptedModel:
             by_role: dict[str, list[int]] = {}
             for name, rank in self.rank_pattern().items():
                 by_role.setdefault(self.roles[name], []).append(rank)
-            for role, ranks in by_role.items():
+            order = {role: i for i, role in enumerate(MODULE_NAMES)}
+            for role, ranks in sorted(by_role.items(), key=lambda kv: order.get(kv[0], len(order))):
                 lines.append(f"  {role:<18} x{len(ranks):<3} ranks {_compact(ranks)}")
         return "\n".join(lines)
 

@@ -1,0 +1,233 @@
+"""Training-step time, peak memory and per-step method overhead, measured in the same run.
+
+    python bench/steps.py                       # MiniLM, batch 32 x seq 128, every variant
+    python bench/steps.py --sizes 16x128 32x128 16x256 32x256 --out bench/results/steps.json
+    python bench/steps.py --model tiny          # fixed per-step overheads on a 2-layer model
+
+Variants (all six module types adapted at r = 8 for the adapter methods, as the PEFT comparison in
+the issue): ``floor`` (the frozen model's forward and backward with gradients flowing through every
+layer to the input: the least any adapter method can cost), ``full``, rankadapt's ``lora``,
+``adalora``, ``elalora``, ``sora``, ``rmlora``, and stock PEFT's ``peft-lora`` and ``peft-adalora``.
+
+Each variant runs in a fresh subprocess with the same synthetic batch, torch threads pinned, a few
+warm-up steps, then the median over repeated steps. Peak memory is the highest resident-set size
+sampled (every 2 ms) over all steps minus the resident size after the model and optimizer were built:
+the training step's working memory (activations, gradients, optimizer state). The method-work column times the policy hooks
+(importance update and masking, proximal step, gradient masks, the regulariser) inside the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+VARIANTS = ["floor", "full", "lora", "adalora", "elalora", "sora", "rmlora", "peft-lora", "peft-adalora"]
+SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Worker: one variant, one size, in its own process
+# ----------------------------------------------------------------------------------------------------
+
+class PeakRSS:
+    """Samples this process's resident set size in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.002)
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def build(variant: str, model_name: str, total_steps: int):
+    """(model, optimizer, policy or None, adapters) for one variant, all weights seeded identically."""
+    import torch
+
+    from rankadapt.config import MethodConfig, ModelConfig
+    from rankadapt.model import prepare_model
+    from rankadapt.models import load_model
+
+    torch.manual_seed(0)
+    if model_name == "tiny":
+        import transformers
+
+        config = transformers.BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=64)
+        model = transformers.AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = load_model(ModelConfig(name=model_name), 2)
+    policy, adapters = None, {}
+    if variant == "floor":
+        model.requires_grad_(False)
+        embeddings = model.base_model.embeddings
+        embeddings.register_forward_hook(lambda module, inputs, output: output.requires_grad_(True))
+    elif variant.startswith("peft-"):
+        import peft
+
+        targets = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+        if variant == "peft-lora":
+            config = peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=targets)
+        else:
+            config = peft.AdaLoraConfig(task_type="SEQ_CLS", init_r=8, target_r=4, lora_alpha=16, tinit=2,
+                                        tfinal=2, deltaT=1, total_step=total_steps, target_modules=targets)
+        model = peft.get_peft_model(model, config)
+    else:
+        extra = {"adalora": {"target_rank": 4, "init_warmup": 2, "final_warmup": 2, "mask_interval": 1},
+                 "elalora": {"init_warmup": 2, "final_warmup": 2, "mask_interval": 1},
+                 "rmlora": {"random_rank": 4}}.get(variant, {})
+        method = MethodConfig(name=variant, **({} if variant == "full" else {"lora_r": 8, "lora_module": SIX}), **extra)
+        adapted = prepare_model(model, method)
+        policy, adapters = adapted.policy, adapted.adapters
+        if hasattr(policy, "seed"):
+            policy.seed = 0
+        policy.setup(adapters, total_steps)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None
+    return model.train(), optimizer, policy, adapters
+
+
+def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, repeats: int, threads: int,
+           autocast: str = "no") -> dict:
+    import contextlib
+
+    import torch
+
+    from rankadapt.methods import StepContext
+
+    torch.set_num_threads(threads)
+    total = warmup + repeats
+    model, optimizer, policy, adapters = build(variant, model_name, total)
+    vocab = model.config.vocab_size
+    gen = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": torch.randint(1000 % vocab, vocab, (batch, seq), generator=gen),
+              "attention_mask": torch.ones(batch, seq, dtype=torch.long), "labels": torch.randint(0, 2, (batch,), generator=gen)}
+    peft_adalora = variant == "peft-adalora"
+    step_times, hook_times = [], []
+    rss = PeakRSS().__enter__()  # from before the first step: activations, gradients, optimizer state
+    for step in range(total):
+        tic = time.perf_counter()
+        with (torch.autocast("cpu", dtype=torch.bfloat16) if autocast == "bf16" else contextlib.nullcontext()):
+            loss = model(**inputs).loss
+        hook = 0.0
+        if policy is not None:
+            t = time.perf_counter()
+            reg = policy.regularization(adapters)
+            if reg is not None:
+                loss = loss + reg
+            hook += time.perf_counter() - t
+        loss.backward()
+        if optimizer is not None:
+            ctx = StepContext(step=step, total_steps=total, lr=1e-4, optimizer=optimizer)
+            t = time.perf_counter()
+            if policy is not None:
+                policy.before_optimizer_step(adapters, ctx)
+            hook += time.perf_counter() - t
+            optimizer.step()
+            t = time.perf_counter()
+            if policy is not None:
+                policy.after_optimizer_step(adapters, ctx)
+                policy.after_scheduler_step(adapters, ctx)
+            if peft_adalora:
+                model.base_model.update_and_allocate(step)
+            hook += time.perf_counter() - t
+            optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - tic
+        if step >= warmup:
+            step_times.append(elapsed)
+            hook_times.append(hook)
+    rss.__exit__()
+    median = statistics.median(step_times)
+    return {"variant": variant + ("+bf16" if autocast == "bf16" else ""), "model": model_name, "batch": batch,
+            "seq": seq, "threads": threads,
+            "step_seconds": median, "step_seconds_all": step_times, "peak_memory_mb": (rss.peak - rss.start) / 2**20,
+            "method_work_seconds": statistics.median(hook_times),
+            "method_work_fraction": statistics.median(hook_times) / median}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Driver: every variant x size in subprocesses, then the table
+# ----------------------------------------------------------------------------------------------------
+
+def run_variant(variant: str, args, batch: int, seq: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--sizes", f"{batch}x{seq}",
+           "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--threads", str(args.threads),
+           "--autocast", args.autocast]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} {batch}x{seq} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| size | variant | step (s) | × floor | × PEFT LoRA | × PEFT AdaLoRA | peak mem (MB) | method work |",
+             "|---|---|---|---|---|---|---|---|"]
+    by_size: dict[tuple[int, int], dict[str, dict]] = {}
+    for r in rows:
+        by_size.setdefault((r["batch"], r["seq"]), {})[r["variant"]] = r
+    for (batch, seq), group in by_size.items():
+        for variant, r in group.items():
+            suffix = variant[len(variant.split("+")[0]):]  # compare bf16 rows with bf16 references
+            ref = lambda name: group.get(name + suffix, {}).get("step_seconds")
+            ratio = lambda base: f"{r['step_seconds'] / base:.2f}" if base else "–"
+            lines.append(f"| {batch}x{seq} | {variant} | {r['step_seconds']:.3f} | {ratio(ref('floor'))} | "
+                         f"{ratio(ref('peft-lora'))} | {ratio(ref('peft-adalora'))} | {r['peak_memory_mb']:.0f} | "
+                         f"{100 * r['method_work_fraction']:.1f}% |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="rankadapt training-step benchmark")
+    parser.add_argument("--model", default=MINILM, help=f"{MINILM} (default) or 'tiny'")
+    parser.add_argument("--sizes", nargs="+", default=["32x128"], help="BATCHxSEQ, e.g. 16x128 32x256")
+    parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/steps.json"))
+    parser.add_argument("--autocast", default="no", choices=["no", "bf16"], help="bf16 autocast for the forward pass")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.model, *sizes[0], args.warmup, args.repeats, args.threads,
+                                args.autocast)))
+        return
+    rows = []
+    for batch, seq in sizes:
+        for variant in args.variants:
+            rows.append(run_variant(variant, args, batch, seq))
+            print(f"{batch}x{seq} {variant}: {rows[-1]['step_seconds']:.3f} s/step, "
+                  f"{rows[-1]['peak_memory_mb']:.0f} MB", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": args.model, "threads": args.threads, "rows": rows}, indent=2))
+    print(f"\nmodel {args.model}, {args.threads} threads, median of {args.repeats} steps after {args.warmup} warm-up\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
