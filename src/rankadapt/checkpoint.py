@@ -4,6 +4,13 @@
 whole model for ``full``), the optimizer and scheduler states, the method policy's state (importance
 EMAs, rank decisions, random generators), the RNG states and the loop position. It is written to a
 temporary directory and swapped into place, so a crash never leaves a half-written checkpoint.
+
+Several processes: the main process writes; the RNG states of every process are gathered into it.
+The position is counted in global micro-batches (``train.batch_size`` examples, whatever the number
+of processes) and the data order depends only on (seed, epoch), so a checkpoint written by N
+processes resumes at the same example on any M. With M = N each process gets its own RNG state
+back and the run continues exactly; with M ≠ N every process starts from process 0's state (the
+dropout masks of an M-process run are another random stream anyway).
 """
 
 from __future__ import annotations
@@ -26,11 +33,15 @@ CHECKPOINT_DIR = "checkpoint"
 
 @dataclass
 class LoopState:
-    """Where the loop is: optimizer steps done, epoch, micro-batches consumed in that epoch, best so far."""
+    """Where the loop is: optimizer steps done, epoch, global micro-batches consumed in that epoch
+    (each ``batch_size`` examples over all processes), best so far; and the world size and global
+    batch of the run that wrote it."""
 
     step: int = 0
     epoch: int = 0
     batches_in_epoch: int = 0
+    batch_size: int | None = None
+    world_size: int = 1
     best_metric: float | None = None
     best_step: int | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
@@ -53,13 +64,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rng_state_for(saved: dict[str, Any] | list[dict[str, Any]], process_index: int,
+                  num_processes: int) -> dict[str, Any]:
+    """The RNG state process ``process_index`` of ``num_processes`` resumes with (see the module docstring).
+
+    ``saved`` is the list of per-process states of the checkpoint (or one state, as single-process
+    checkpoints of earlier versions hold).
+    """
+    if isinstance(saved, dict):
+        return saved
+    return saved[process_index] if len(saved) == num_processes else saved[0]
+
+
 def save_checkpoint(run_dir: Path, *, model_state: dict[str, torch.Tensor], optimizer, scheduler,
-                    policy_state: dict[str, Any], loop: LoopState) -> Path:
+                    policy_state: dict[str, Any], loop: LoopState,
+                    rng_states: list[dict[str, Any]] | None = None) -> Path:
+    """Write ``checkpoint/``; ``rng_states`` holds every process's RNG state, in process order
+    (default: this process's only)."""
     target = Path(run_dir) / CHECKPOINT_DIR
     with _atomic_dir(target) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "policy": policy_state, "rng": rng_state()}, tmp / "training_state.pt")
+                    "policy": policy_state, "rng": rng_states or [rng_state()]}, tmp / "training_state.pt")
         (tmp / "loop.json").write_text(json.dumps(asdict(loop), indent=2))
     return target
 

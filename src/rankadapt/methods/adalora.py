@@ -39,6 +39,11 @@ without ties point 1 changes nothing; ``tests/test_allocation.py`` shows point 1
    does exactly that).
 6. PEFT empties its EMAs when the pattern is frozen; we keep them (unused) for logs and checkpoints.
 
+Several processes (ALGORITHMS.md §7): the gradients are all-reduced, so every process computes the
+same scores and the same pattern. After each decision :meth:`AdaLoRA.broadcast_state` checks that the
+decided patterns are identical (a :class:`~rankadapt.errors.TrainingError` otherwise) and copies rank
+0's λ and pattern to every process.
+
 Between mask steps a masked λ trains away from 0 (as in PEFT and the official code), so
 :meth:`AdaLoRA.rank_pattern` reports the decided pattern, while export keeps the slots that contribute
 to ΔW; the two agree from T − t_f on, where the pattern is re-applied after every step.
@@ -50,6 +55,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..errors import ConfigError
 from .allocation import ImportancePolicy, Phase, budget_schedule, is_mask_step, select_to_keep
 from .base import Adapters, StepContext, register_method
@@ -134,12 +140,17 @@ class AdaLoRA(ImportancePolicy):
         self._load_schedule_state(state)
         self.keep = {n: k.clone().bool().cpu() for n, k in state["keep"].items()}
 
+    def decision_tensors(self, adapters: Adapters) -> list[torch.Tensor]:
+        """The decided pattern (``keep``) of every matrix, besides the zeroed λ and the masks."""
+        return [self.keep[name] for name in adapters if name in self.keep] + super().decision_tensors(adapters)
+
     def broadcast_state(self, adapters: Adapters) -> None:
-        """Rank 0's λ and decided pattern everywhere, so the re-applied final pattern cannot drift."""
+        """Check the decision, then rank 0's λ and decided pattern everywhere, so the pattern
+        re-applied at every step of the final phase cannot drift."""
         super().broadcast_state(adapters)
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if not distributed.is_distributed():
             return
         for name, layer in adapters.items():
             flags = self.keep[name].to(layer.lora_E.device, torch.float32)
-            torch.distributed.broadcast(flags, src=0)
+            distributed.broadcast_([flags])
             self.keep[name] = flags.bool().cpu()

@@ -16,7 +16,10 @@ A method is a small object with
       optimizer.zero_grad(); step += 1
 
 - its own saved state (``state_dict``/``load_state_dict``), stored in the training checkpoint so
-  that a resumed run makes the same rank decisions as an uninterrupted one.
+  that a resumed run makes the same rank decisions as an uninterrupted one;
+- under DDP, ``broadcast_state`` after a rank decision: the trainer calls it on every process when
+  ``after_scheduler_step`` returned True. It checks that every process decided the same
+  (``decision_tensors``), then copies rank 0's ``shared_tensors`` everywhere (ALGORITHMS.md §7).
 
 Adding a method is one file with a subclass and ``@register_method``.
 """
@@ -30,6 +33,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from .. import distributed
 from ..config import MethodConfig
 from ..errors import ConfigError
 from ..layer import AdapterLinear
@@ -121,13 +125,31 @@ class MethodPolicy:
         if state:
             raise ValueError(f"{type(self).__name__} keeps no state but the checkpoint holds {sorted(state)}")
 
+    # -- several processes -------------------------------------------------------------------------
+    def decision_tensors(self, adapters: Adapters) -> list[torch.Tensor]:
+        """What a rank decision is, as tensors every process must agree on bit for bit.
+
+        Default: per matrix, the active slots (m ≠ 0) and the pruned gates (g = 0). The gate values
+        themselves are not compared: they are floats that rank 0's broadcast overwrites anyway.
+        """
+        return [t for layer in adapters.values() for t in (layer.rank_mask != 0, layer.lora_E == 0)]
+
+    def shared_tensors(self, adapters: Adapters) -> list[torch.Tensor]:
+        """The tensors a rank decision writes, overwritten with rank 0's after a decision: m and g."""
+        return [t for layer in adapters.values() for t in (layer.rank_mask, layer.lora_E)]
+
     def broadcast_state(self, adapters: Adapters) -> None:
-        """Make rank decisions identical on every process (rank 0 wins). No-op single-process."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        """Make a rank decision identical on every process: check that all decided the same (raising
+        :class:`~rankadapt.errors.TrainingError` if not), then rank 0's tensors win. Under DDP the
+        gradients are all-reduced, so the processes should agree; the broadcast keeps float-level
+        drift from ever accumulating. A collective: every process calls it. No-op single-process."""
+        if not distributed.is_distributed() or not adapters:
             return
-        for layer in adapters.values():
-            torch.distributed.broadcast(layer.rank_mask.data, src=0)
-            torch.distributed.broadcast(layer.lora_E.data, src=0)
+        device = next(iter(adapters.values())).lora_A.device
+        distributed.assert_identical(f"the {self.name} rank decisions", self.decision_tensors(adapters), device,
+                                     hint="the processes computed different importance scores or gates; check "
+                                          "that every process runs the same versions on the same data")
+        distributed.broadcast_(self.shared_tensors(adapters))
 
 
 _REGISTRY: dict[str, type[MethodPolicy]] = {}

@@ -29,6 +29,11 @@ Choices and departures:
 - Random directions come from a ``torch.Generator`` seeded with ``self.seed`` (the trainer sets it to
   ``train.seed`` before ``setup``) and saved in the policy state, so every process draws the same
   vectors and a resumed run draws what the uninterrupted one would have.
+- Under DDP (ALGORITHMS.md §7) the all-reduced gradients give every process the same scores, hence the
+  same round. After each round :meth:`ElaLoRA.broadcast_state` checks that every process pruned and
+  grew the same slots, then copies rank 0's A, B, λ and m everywhere: the grown directions are then
+  identical even if a process's generator or orthogonalisation had rounded differently. Parameters
+  are edited in place, never replaced, so DDP's bucketed all-reduce and the optimizer keep working.
 - Importance is updated at every step t < T − t_f (from step 0, as AdaLoRA); later steps hold no round.
 - ``setup`` rejects ``max_rank`` above the smallest side of an adapted matrix: a full matrix would have
   no orthogonal direction left to grow into.
@@ -134,6 +139,11 @@ class ElaLoRA(ImportancePolicy):
         layer.rank_mask[slot] = 1
         self.tracker.reset_slots(name, [slot])
         zero_slot_moments(optimizer, layer, slot)
+
+    def shared_tensors(self, adapters: Adapters) -> list[torch.Tensor]:
+        """m and λ, and A and B: a round writes fresh random directions into the grown slots."""
+        return super().shared_tensors(adapters) + [t for layer in adapters.values()
+                                                   for t in (layer.lora_A, layer.lora_B)]
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

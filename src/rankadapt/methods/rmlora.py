@@ -24,6 +24,9 @@ Choices and departures from the official code:
   same indices (same seed, the same draws at every optimizer step, a CPU generator whatever the
   device), and the generator's state is saved in :meth:`RMLoRA.state_dict`, so a resumed run
   continues the same sequence. On resume the checkpoint's seed and state win over ``policy.seed``.
+  Under DDP every step checks that all processes drew the same indices (one all-reduce of a digest,
+  :func:`rankadapt.distributed.assert_identical`) and stops with a ``TrainingError`` if not: masking
+  different rows on different processes would make the replicas drift apart silently.
 - **Masking the gradient is not freezing.** The mask acts on gradients (ALGORITHMS.md §5), so under
   AdamW a masked row still moves by its first-moment momentum and by weight decay; only its fresh
   gradient is dropped. The mask comes before gradient clipping (§7), so the clipping norm is that of
@@ -36,6 +39,7 @@ from typing import Any
 
 import torch
 
+from .. import distributed
 from ..layer import AdapterLinear
 from .base import Adapters, MethodPolicy, StepContext, register_method
 from .regularizers import orthogonal_regularization
@@ -95,10 +99,16 @@ class RMLoRA(MethodPolicy):
         if self.generator is None:
             raise RuntimeError("RMLoRA.setup(adapters, total_steps) must be called before training")
         k = self.config.random_rank
+        drawn = []
         for layer in adapters.values():
             rows = draw_rank_indices(self.generator, layer.capacity, k)
             cols = rows if self.config.lora_type == "v1" else draw_rank_indices(self.generator, layer.capacity, k)
             keep_rank_gradients(layer, rows, cols)
+            drawn += [rows, cols]
+        if drawn:
+            distributed.assert_identical(f"RM-LoRA's random rank indices at optimizer step {ctx.step}", drawn,
+                                         next(iter(adapters.values())).lora_A.device,
+                                         hint="every process must start from the same train.seed")
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -34,7 +34,8 @@ Choices and departures from the official code (TsinghuaC3I/SoRA, ``SparseAdamW``
   A and B are kept, so a revived rank resumes where it was.
 - **Rank-change reports.** The pattern may change at any step, so :meth:`SoRA.before_optimizer_step`
   records it and :meth:`SoRA.after_scheduler_step` reports whether it changed, for the trainer's
-  rank log (and its rank-0 broadcast under DDP).
+  rank log and, under DDP, for :meth:`~rankadapt.methods.base.MethodPolicy.broadcast_state`: every
+  process checks that all pruned the same gates, then takes rank 0's gates.
 - **No weight decay on g** (the trainer exempts ``lora_E``): decay would be a second shrinkage
   mechanism beside the proximal step.
 """

@@ -1,0 +1,231 @@
+"""The thin distributed boundary of the trainer (STYLE.md lesson 3): data sharding, checks, broadcasts.
+
+rankadapt runs on PyTorch's own engine: ``torchrun``/``accelerate launch`` start the processes,
+Accelerate wraps the model in DDP (gloo on CPU, NCCL on GPU), DDP all-reduces the gradients. This
+module adds only what DDP does not do for us:
+
+- **Global batches split over processes.** :class:`GlobalBatchSampler` cuts one epoch's example
+  order (identical on every process: seeded by ``seed + epoch``) into *global* micro-batches of
+  ``train.batch_size`` and gives each process one contiguous slice of every global batch. The union of
+  the slices of one step is exactly the batch a single process would take, so T, the schedules and the
+  loss curve do not depend on the world size. Accelerate's own sharding was not enough here: with
+  ``even_batches=True`` it completes a short last batch with examples from the first one (trained
+  twice, unlike a single-process run), and with ``even_batches=False`` a process can get no batch at
+  all and then waits forever in DDP's all-reduce. Here a process whose slice is empty gets one
+  stand-in example with weight 0, and :meth:`GlobalBatchSampler.shares` gives every process its
+  weight so that DDP's average of the per-process means is the mean over the global batch.
+- **Checks that the processes agree** (:func:`assert_identical`): a 62-bit digest of the bytes of
+  some tensors, compared with one ``all_reduce(MAX)`` of ``[d, -d]`` (max = −min ⇔ all equal). Used
+  for rank decisions, RM-LoRA's random indices, the data order and the weights at every checkpoint;
+  a mismatch raises :class:`~rankadapt.errors.TrainingError` instead of training on silently diverged
+  replicas.
+- **Rank 0 wins** (:func:`broadcast_`): after a rank decision every process takes rank 0's tensors,
+  so float-level drift can never accumulate (ALGORITHMS.md §7).
+
+Everything is a no-op on a single process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from .errors import TrainingError
+
+_DIGEST_BITS = 62
+"""Digests are non-negative and below 2**62, so ``-digest`` fits in int64 too."""
+
+
+# ==================================================================================================
+# Process group
+# ==================================================================================================
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if is_distributed() else 1
+
+
+def _collective_device(device: torch.device | str | None) -> torch.device:
+    """NCCL only reduces CUDA tensors, gloo CPU ones: use the device of what is being checked."""
+    if device is not None:
+        return torch.device(device)
+    if is_distributed() and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+# ==================================================================================================
+# Checks and broadcasts
+# ==================================================================================================
+
+def digest(tensors: Iterable[torch.Tensor]) -> int:
+    """A 62-bit BLAKE2 digest of the tensors' shapes, dtypes and bytes (bit-exact, order-sensitive)."""
+    h = hashlib.blake2b(digest_size=8)
+    for t in tensors:
+        t = t.detach()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        flat = t.reshape(-1).contiguous().cpu()
+        h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return int.from_bytes(h.digest(), "little") >> (64 - _DIGEST_BITS)
+
+
+def assert_identical(what: str, tensors: Iterable[torch.Tensor], device: torch.device | str | None = None,
+                     hint: str = "") -> None:
+    """Raise :class:`TrainingError` unless ``tensors`` are bit-identical on every process.
+
+    One all-reduce of two int64 numbers, whatever the size of ``tensors``; every process must call it
+    at the same point (it is a collective). ``hint`` is appended to the error message.
+    """
+    if not is_distributed():
+        return
+    d = digest(tensors)
+    both = torch.tensor([d, -d], dtype=torch.int64, device=_collective_device(device))
+    torch.distributed.all_reduce(both, op=torch.distributed.ReduceOp.MAX)
+    highest, lowest = int(both[0]), -int(both[1])
+    if highest != lowest:
+        raise TrainingError(f"the {world_size()} processes disagree on {what} (process {rank()} of {world_size()} "
+                            f"holds digest {d:x}, others up to {highest:x} / down to {lowest:x}); training stopped "
+                            f"because the replicas would drift apart{'. ' + hint if hint else ''}")
+
+
+@torch.no_grad()
+def broadcast_(tensors: Iterable[torch.Tensor], src: int = 0) -> None:
+    """Overwrite ``tensors`` in place with process ``src``'s values (each must be contiguous)."""
+    if not is_distributed():
+        return
+    for t in tensors:
+        torch.distributed.broadcast(t.data, src=src)
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (picklable), in process order, on every process; ``[obj]`` single-process."""
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def sum_over_processes(values: Sequence[float], device: torch.device | str | None = None) -> list[float]:
+    """Elementwise sum of small float vectors over the processes (float64, for logging)."""
+    if not is_distributed():
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64, device=_collective_device(device))
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return t.tolist()
+
+
+# ==================================================================================================
+# Data: one epoch order, global batches, one slice per process
+# ==================================================================================================
+
+class EpochPermutation(torch.utils.data.Sampler):
+    """A random order of ``range(n)`` that depends only on (seed, epoch), on every process.
+
+    ``torch.utils.data.RandomSampler`` with a generator continues that generator from epoch to epoch,
+    so epoch e's order depends on the iterations before it; a run resumed in epoch e > 0, or by a
+    different number of processes, would then see another order. Epoch 0 equals RandomSampler's first
+    epoch with ``Generator().manual_seed(seed)``.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+
+
+def split_sizes(rows: int, parts: int) -> list[int]:
+    """Sizes of ``parts`` contiguous slices of ``rows`` examples, as even as possible, larger first."""
+    return [rows // parts + (1 if i < rows % parts else 0) for i in range(parts)]
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler):
+    """Yields this process's slice of each global micro-batch of one epoch (a ``batch_sampler``).
+
+    Args:
+        order: a sampler whose iteration is the epoch's example order (``set_epoch`` is forwarded);
+            it must give the same order on every process.
+        batch_size: the global micro-batch, ``train.batch_size``.
+        num_processes, process_index: the world size and this process's index.
+
+    Every process yields ``len(self)`` = ⌈n / batch_size⌉ batches per epoch, whatever the world size, so
+    every process takes part in every gradient all-reduce. Global batch j holds positions
+    [j·B, (j+1)·B) of the order; process p gets its ``split_sizes`` slice. An empty slice (a last
+    batch smaller than the number of processes) is replaced by the batch's first example, to be
+    weighted 0 (see :meth:`shares`).
+    """
+
+    def __init__(self, order: torch.utils.data.Sampler, batch_size: int, num_processes: int = 1,
+                 process_index: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= process_index < num_processes:
+            raise ValueError(f"process_index {process_index} is not in [0, {num_processes})")
+        self.order_source = order
+        self.batch_size = batch_size
+        self.num_processes = num_processes
+        self.process_index = process_index
+        self.num_examples = len(order)
+        self._skip = 0
+        self._order: list[int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.order_source, "set_epoch"):
+            self.order_source.set_epoch(epoch)
+        self._order = None
+
+    def skip(self, batches: int) -> None:
+        """Start the next iteration at global batch ``batches`` (resuming mid-epoch)."""
+        if not 0 <= batches <= len(self):
+            raise ValueError(f"cannot skip {batches} of the {len(self)} batches of an epoch")
+        self._skip = batches
+
+    def epoch_order(self) -> list[int]:
+        """The epoch's full example order (the same on every process); computed once per epoch."""
+        if self._order is None:
+            self._order = list(self.order_source)
+        return self._order
+
+    def __len__(self) -> int:
+        return -(-self.num_examples // self.batch_size)
+
+    def global_rows(self, batch_index: int) -> int:
+        """Examples in global batch ``batch_index`` (B, or fewer for the last one)."""
+        return min(self.batch_size, self.num_examples - batch_index * self.batch_size)
+
+    def shares(self, batch_index: int) -> tuple[int, int]:
+        """(examples this process holds in global batch ``batch_index``, examples in that global batch).
+
+        A process's task loss is the mean over its slice; DDP averages gradients over the N processes.
+        Weighting the local mean by ``local · N / global`` makes that average the gradient of the mean
+        over the whole global batch, exactly as one process computes it, also for an uneven last
+        batch and for a stand-in example (local = 0).
+        """
+        total = self.global_rows(batch_index)
+        return split_sizes(total, self.num_processes)[self.process_index], total
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order, start, self._skip = self.epoch_order(), self._skip, 0
+        for j in range(start, len(self)):
+            batch = order[j * self.batch_size:(j + 1) * self.batch_size]
+            sizes = split_sizes(len(batch), self.num_processes)
+            begin = sum(sizes[:self.process_index])
+            mine = batch[begin:begin + sizes[self.process_index]]
+            yield mine if mine else batch[:1]
