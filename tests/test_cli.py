@@ -215,3 +215,13 @@ def test_yaml_no_is_read_as_the_option_no():
 
     config = load_config(None, ["train.mixed_precision=no", "train.eval_strategy=no"])
     assert config.train.mixed_precision == "no" and config.train.eval_strategy == "no"
+
+
+@pytest.mark.parametrize("method", ["none", "full", "lora", "adalora", "elalora", "sora", "rmlora"])
+def test_written_config_yaml_loads_back_as_the_same_config(method, tmp_path):
+    """A run's config.yaml is a valid config: `rankadapt train run/config.yaml train.resume=true` works."""
+    from rankadapt.config import load_config
+
+    config = load_config(None, [f"method.name={method}", "train.seed=3"])
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    assert load_config(tmp_path / "config.yaml") == config

@@ -5,6 +5,9 @@
     rankadapt predict ADAPTER_DIR TEXT... | --file FILE
     rankadapt config show|validate [CONFIG.yaml] [key=value ...]
     rankadapt export RUN_DIR --merged OUT_DIR
+    rankadapt sweep SWEEP.yaml [key=value ...]            (rankadapt.experiments)
+    rankadapt report RUNS_DIR
+    rankadapt run-glue --model_name_or_path ... --task_name ... [official run_glue.py flags]
 
 Every user mistake surfaces as a :class:`~rankadapt.errors.RankAdaptError`: the CLI prints its
 message and exits with status 2, never a traceback.
@@ -92,11 +95,19 @@ def train(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metav
 @_user_errors
 def evaluate(path: Path = typer.Argument(..., help="A run directory, adapter directory or model directory."),
              overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides, e.g. data.eval_limit=500."),
-             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics to this JSON file.")):
+             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the metrics to this JSON file."),
+             lora_path: Optional[Path] = typer.Option(None, "--lora_path", "--lora-path", help=(
+                 "A microsoft/LoRA loralib checkpoint to evaluate on PATH, the base model; its alpha is "
+                 "method.lora_alpha (default 16)."))):
     """Evaluate a trained run or adapter on its task's eval split(s) (or data.eval_file)."""
     from .evaluation import evaluate_path
 
-    metrics = evaluate_path(path, overrides or [])
+    if lora_path is not None:
+        from .experiments.loralib import evaluate_loralib
+
+        metrics = evaluate_loralib(_load([f"model.name={path}", "method.name=lora", *(overrides or [])]), lora_path)
+    else:
+        metrics = evaluate_path(path, overrides or [])
     text = json.dumps(metrics, indent=2)
     typer.echo(text)
     if output:
@@ -134,6 +145,69 @@ def export(run_dir: Path = typer.Argument(..., help="A run or adapter directory.
     typer.echo(f"merged model: {out}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_user_errors
+def sweep(path: Path = typer.Argument(..., help="A sweep file, e.g. configs/sweeps/glue-small.yaml."),
+          overrides: Optional[list[str]] = typer.Argument(None, help=(
+              "key=value: model./data./method./train. keys apply to every run; seeds=0,1 methods=lora,none "
+              "tasks=rte output_root=DIR select and redirect.")),
+          dry_run: bool = typer.Option(False, "--dry-run", help="List the runs and their status; run nothing."),
+          rerun_changed: bool = typer.Option(False, "--rerun-changed", help="Retrain finished runs whose settings changed."),
+          report: bool = typer.Option(False, "--report", help="Write the report into the output root at the end.")):
+    """Run a grid of methods x seeds x tasks x models, one run directory each; rerun the command to continue."""
+    from .experiments.runner import run_sweep
+    from .experiments.sweep import load_sweep
+
+    grid = load_sweep(path, overrides or [])
+    try:
+        run_sweep(grid, rerun_changed=rerun_changed, dry_run=dry_run, echo=typer.echo)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command to continue: finished runs are skipped and the interrupted "
+                   "one resumes from its checkpoint", err=True)
+        raise typer.Exit(130) from None
+    if report and not dry_run:
+        from .experiments.report import build_report
+
+        typer.echo(f"report: {build_report(grid.root)['html']}")
+
+
+@app.command()
+@_user_errors
+def report(runs_dir: Path = typer.Argument(..., help="A directory of runs (a sweep's output root)."),
+           output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write (default: RUNS_DIR)."),
+           title: Optional[str] = typer.Option(None, help="Report title (default: the sweep's name)."),
+           use: str = typer.Option("final", help="final: metrics after the last step; best: best evaluation.")):
+    """Write report.md and a self-contained report.html (tables, plots) for the runs under RUNS_DIR."""
+    from .experiments.report import build_report
+
+    paths = build_report(runs_dir, output, title, use)
+    typer.echo(f"markdown: {paths['markdown']}\nhtml: {paths['html']}")
+
+
+@app.command("run-glue", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_user_errors
+def run_glue(args: Optional[list[str]] = typer.Argument(None, metavar="--FLAG VALUE ... [KEY=VALUE]...", help=(
+                 "The flags of the official run_glue.py scripts, then optional rankadapt key=value overrides.")),
+             show_config: bool = typer.Option(False, "--show-config", help="Print the resolved configuration; run nothing.")):
+    """Run an official run_glue.py command line (microsoft/LoRA, AdaLoRA, ElaLoRA, SoRA, RM-LoRA flags)."""
+    from .experiments.compat import parse_glue_args, run_glue_command
+
+    command = parse_glue_args(args or [])
+    for note in command.notes:
+        typer.echo(f"note: {note}", err=True)
+    if show_config:
+        typer.echo(command.config.to_yaml().rstrip())
+        typer.echo(f"# action: {command.action}")
+        return
+    result = run_glue_command(command)
+    if command.action == "eval-loralib":
+        typer.echo(json.dumps(result, indent=2))
+        return
+    main_metric = result["metric_for_best"]
+    typer.echo(f"\n{result['method']} on {result['task']}: {main_metric} {result['final_metrics'][main_metric]:.4f}; "
+               f"results: {command.config.resolved_output_dir() / 'results.json'}")
+
+
 @config_app.command("show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @_user_errors
 def config_show(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG.yaml] [KEY=VALUE]...")):
@@ -146,7 +220,14 @@ def config_show(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP,
 @config_app.command("validate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @_user_errors
 def config_validate(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG.yaml] [KEY=VALUE]...")):
-    """Check a configuration; exit status 2 with the problems if it is invalid."""
+    """Check a configuration (or a sweep file: every run of it); exit status 2 with the problems if invalid."""
+    from .experiments.sweep import is_sweep_file, load_sweep
+
+    path, overrides = _split_args(args)
+    if path and is_sweep_file(path):
+        grid = load_sweep(path, overrides)
+        typer.echo(f"ok: sweep {grid.name} with {len(grid.runs)} runs under {grid.root}")
+        return
     config = _load(args)
     typer.echo(f"ok: {config.method.name} on {config.data.task} with {config.model.name}")
 

@@ -229,6 +229,10 @@ class RunConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: str = "runs/{task}-{method}-seed{seed}"
     """Run directory; ``{task}``, ``{method}``, ``{seed}`` and ``{model}`` are filled in."""
+    init_from: str | None = None
+    """Start the adapters (and the head, when its shape fits) from another run's adapter: a run
+    directory, an adapter directory or a loralib checkpoint, e.g. MNLI → MRPC as in the source
+    repositories. Ranks are padded or truncated (see ``rankadapt.experiments.init_from``)."""
 
     def resolved_output_dir(self) -> Path:
         model = self.model.name.rstrip("/").split("/")[-1]
@@ -236,7 +240,11 @@ class RunConfig(_Section):
                                            seed=self.train.seed, model=model))
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        """The resolved config as YAML that loads back: method keys the method does not read are left out."""
+        data = self.model_dump(mode="json")
+        used = METHOD_KEYS[self.method.name] | _ALWAYS_ALLOWED
+        data["method"] = {k: v for k, v in data["method"].items() if k in used}
+        return yaml.safe_dump(data, sort_keys=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -14,9 +14,13 @@
     policy.after_scheduler_step                      # AdaLoRA/ElaLoRA importance + rank decisions
     zero_grad(); step += 1
 
-The same code runs on CPU, one GPU and several processes (``torchrun``/``accelerate launch``):
-``train.batch_size`` is the global batch of one optimizer step, split over the processes, and the
-total number of optimizer steps T is computed for the world size before any schedule is built.
+The same code runs on CPU, one GPU and several processes (``torchrun``/``accelerate launch``, DDP
+through Accelerate). ``train.batch_size`` is the global micro-batch: each process takes a slice of
+the very batch a single process would take (:mod:`.distributed`), weighted so that DDP's gradient
+average is the gradient of the global mean. The number of batches per epoch, T and every schedule are
+therefore those of a single-process run, and the logged loss is the global batch's mean. Only the
+main process writes files and shows progress; every process evaluates its shard and the predictions
+are gathered; rank decisions are checked identical and broadcast from rank 0 (``broadcast_state``).
 """
 
 from __future__ import annotations
@@ -34,10 +38,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import CHECKPOINT_DIR, LoopState, load_checkpoint, save_checkpoint, set_rng_state
+from .checkpoint import (CHECKPOINT_DIR, LoopState, load_checkpoint, rng_state, rng_state_for, save_checkpoint,
+                         set_rng_state)
 from .config import RunConfig
 from .data import (EncodedDataset, LengthGroupedSampler, PaddingCollator, TaskData, encode, load_task_data)
+from .distributed import (EpochPermutation, GlobalBatchSampler, assert_identical, gather_objects, rank,
+                          sum_over_processes)
 from .errors import ConfigError, TrainingError
+from .experiments.budget import apply_budget
+from .experiments.init_from import init_adapters_from
 from .methods import StepContext
 from .metrics import compute_metrics, predictions_from_logits
 from .model import AdaptedModel, prepare_model, trainable_state_dict
@@ -106,21 +115,26 @@ def encode_splits(config: RunConfig, data: TaskData, tokenizer) -> tuple[Encoded
 
 
 def make_loaders(config: RunConfig, train: EncodedDataset, evals: dict[str, EncodedDataset], tokenizer,
-                 num_processes: int) -> tuple[DataLoader, dict[str, DataLoader]]:
-    per_process = config.train.batch_size // num_processes
-    if per_process * num_processes != config.train.batch_size:
-        raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch and must divide evenly "
-                          f"over {num_processes} processes; use a multiple of {num_processes}")
+                 num_processes: int, process_index: int = 0) -> tuple[DataLoader, dict[str, DataLoader]]:
+    """The training loader yields this process's slice of each global batch (``train.batch_size``
+    examples per micro-batch, whatever the world size: :class:`~rankadapt.distributed.GlobalBatchSampler`);
+    it is not given to Accelerate, which would shard it a second time. Eval loaders hold
+    ``eval_batch_size / N`` per process and are sharded by Accelerate (gathered without duplicates)."""
+    if config.train.batch_size < num_processes:
+        raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch of one micro-step, split "
+                          f"over the {num_processes} processes, so it must be at least {num_processes}; use a "
+                          f"multiple of {num_processes} (each process then takes batch_size / {num_processes})")
     collate = PaddingCollator(tokenizer.pad_token_id or 0)
     # Each loader gets its own generator: otherwise every new iterator draws a seed from torch's global
     # generator, which shifts dropout masks and breaks exact resume.
     own_rng = {"generator": torch.Generator().manual_seed(config.train.seed)}
     if config.train.group_by_length:
-        sampler = LengthGroupedSampler(train.lengths, per_process * num_processes, seed=config.train.seed)
+        order = LengthGroupedSampler(train.lengths, config.train.batch_size, seed=config.train.seed)
     else:
-        sampler = torch.utils.data.RandomSampler(train, generator=torch.Generator().manual_seed(config.train.seed))
-    train_loader = DataLoader(train, batch_size=per_process, sampler=sampler, collate_fn=collate,
-                              num_workers=config.train.num_workers, drop_last=False, **own_rng)
+        order = EpochPermutation(len(train), seed=config.train.seed)
+    batches = GlobalBatchSampler(order, config.train.batch_size, num_processes, process_index)
+    train_loader = DataLoader(train, batch_sampler=batches, collate_fn=collate, num_workers=config.train.num_workers,
+                              **own_rng)
     eval_batch = (config.train.eval_batch_size or 2 * config.train.batch_size) // num_processes or 1
     eval_loaders = {name: DataLoader(ds, batch_size=eval_batch, sampler=_by_length(ds), collate_fn=collate, **own_rng)
                     for name, ds in evals.items()}
@@ -150,7 +164,12 @@ def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Opt
 
 
 def schedule_lengths(config: RunConfig, batches_per_epoch: int) -> tuple[int, int]:
-    """(T, optimizer steps per epoch) for the per-process loader length (i.e. for the world size)."""
+    """(T, optimizer steps per epoch) for ``batches_per_epoch`` global micro-batches.
+
+    The training loader has ⌈examples / train.batch_size⌉ batches on every process whatever the world
+    size (each process holds a slice of each global batch), so T and every schedule built on it are
+    those of a single-process run with the same global batch.
+    """
     steps_per_epoch = math.ceil(batches_per_epoch / config.train.grad_accum)
     if steps_per_epoch == 0:
         raise ConfigError("the training split is empty after batching; lower train.batch_size or add data")
@@ -170,13 +189,18 @@ def build_run(config: RunConfig) -> Run:
     # Seed everything before the head and the adapters are created, so their init is reproducible.
     set_seed(config.train.seed)
     model = load_model(config.model, data.task.num_labels, data.task.label_names)
+    echo = print if accelerator.is_main_process else None
+    config = apply_budget(config, model, echo)  # method.budget -> rank settings; needs the matrix shapes
     adapted = prepare_model(model, config.method)
+    if config.init_from:  # before any checkpoint is loaded: train.resume continues from the checkpoint
+        init_adapters_from(adapted, config.init_from, config.method.lora_alpha, echo)
     if hasattr(adapted.policy, "seed"):
         adapted.policy.seed = config.train.seed
-    train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, tokenizer, accelerator.num_processes)
+    train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, tokenizer, accelerator.num_processes,
+                                              accelerator.process_index)
     optimizer = make_optimizer(config, model) if adapted.trainable_parameters() else None
-    model, train_loader, *rest = accelerator.prepare(model, train_loader, *eval_loaders.values(),
-                                                     *([optimizer] if optimizer else []))
+    # The training loader is already sharded (GlobalBatchSampler); the loop moves its batches to the device.
+    model, *rest = accelerator.prepare(model, *eval_loaders.values(), *([optimizer] if optimizer else []))
     eval_loaders = dict(zip(eval_loaders, rest[:len(eval_loaders)]))
     optimizer = rest[len(eval_loaders)] if optimizer else None
     total_steps, steps_per_epoch = schedule_lengths(config, len(train_loader))
@@ -257,7 +281,9 @@ def _train(run: Run) -> dict[str, Any]:
     run.print(run.adapted.summary())
     run.print(f"data: {run.data.source}; train {len(run.data.train):,} examples, "
               + ", ".join(f"{k} {len(v):,}" for k, v in run.data.eval_splits.items())
-              + f"; {run.total_steps} optimizer steps")
+              + f"; {run.total_steps} optimizer steps"
+              + (f" on {run.accelerator.num_processes} processes (global batch {config.train.batch_size})"
+                 if run.accelerator.num_processes > 1 else ""))
     start = time.perf_counter()
     if run.optimizer is not None and loop.step < run.total_steps:
         _training_loop(run, loop)
@@ -282,19 +308,28 @@ def _training_loop(run: Run, loop: LoopState) -> None:
     best_name = best_metric_name(run)
     num_epochs = math.ceil(run.total_steps / run.steps_per_epoch)
     progress = _progress_bar(run, loop.step)
+    batches, device, num_processes = run.train_loader.batch_sampler, accelerator.device, accelerator.num_processes
     window = {"loss": 0.0, "reg": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
     if policy.rank_adaptive and loop.step == 0:
         run.logger.log("ranks", 0, ranks=run.adapted.rank_pattern(), total=sum(run.adapted.rank_pattern().values()))
     model.train()
     for epoch in range(loop.epoch, num_epochs):
         loop.epoch = epoch
-        _set_epoch(run.train_loader, epoch)
-        loader = run.train_loader
-        if loop.batches_in_epoch:  # resuming mid-epoch: the sampler is seeded by epoch, so skipping replays it
-            loader = accelerator.skip_first_batches(run.train_loader, loop.batches_in_epoch)
-        batches_left = len(run.train_loader) - loop.batches_in_epoch
+        batches.set_epoch(epoch)
+        assert_identical(f"the data order of epoch {epoch + 1}", [torch.tensor(batches.epoch_order())],
+                         hint="every process must read the same data files with the same train.seed")
+        # Resuming mid-epoch: the order depends only on (seed, epoch) and the position counts global
+        # micro-batches, so skipping replays it on any number of processes.
+        batches.skip(loop.batches_in_epoch)
+        batches_left = len(batches) - loop.batches_in_epoch
         tic = time.perf_counter()
-        for batch in loader:
+        for batch in run.train_loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            # This process's part of the global batch; DDP averages over processes, so weighting the
+            # local mean by local·N/global makes the gradient that of the global mean (a weight of 0
+            # marks a stand-in example given to a process whose slice of a short last batch is empty).
+            local_rows, global_rows = batches.shares(loop.batches_in_epoch)
+            share = local_rows * num_processes / global_rows
             loop.batches_in_epoch += 1
             batches_left -= 1
             boundary = loop.batches_in_epoch % accum == 0 or batches_left == 0
@@ -302,14 +337,15 @@ def _training_loop(run: Run, loop: LoopState) -> None:
             with (nullcontext() if boundary else accelerator.no_sync(model)):
                 task_loss = model(**batch).loss
                 reg = policy.regularization(adapters)
-                loss = task_loss if reg is None else task_loss + reg
-                _check_finite(run, loop, loss)
+                _check_finite(run, loop, task_loss if reg is None else task_loss + reg)
+                weighted = task_loss if share == 1.0 else task_loss * share
+                loss = weighted if reg is None else weighted + reg
                 accelerator.backward(loss / accum)
-            window["loss"] += task_loss.item()
+            window["loss"] += task_loss.item() * (local_rows / global_rows)  # summed over processes when logged
             window["reg"] += 0.0 if reg is None else reg.item()
             window["batches"] += 1
-            window["samples"] += batch["input_ids"].shape[0] * accelerator.num_processes
-            loop.samples_seen += batch["input_ids"].shape[0] * accelerator.num_processes
+            window["samples"] += global_rows
+            loop.samples_seen += global_rows
             if not boundary:
                 continue
             # ---- the optimizer step, in the order of ALGORITHMS.md §7 ------------------------------
@@ -352,13 +388,15 @@ def _training_loop(run: Run, loop: LoopState) -> None:
 
 
 def _check_finite(run: Run, loop: LoopState, loss: torch.Tensor) -> None:
+    """Stop on a non-finite loss, on every process at once (one all-reduce, so none is left waiting)."""
     bad = torch.tensor(0.0 if torch.isfinite(loss.detach()) else 1.0, device=loss.device)
     if run.accelerator.num_processes > 1:
         bad = run.accelerator.reduce(bad, reduction="sum")
     if bad.item():
         ckpt = run.run_dir / CHECKPOINT_DIR
         kept = f"the last good checkpoint ({ckpt}) is kept" if ckpt.exists() else "no checkpoint was written yet"
-        raise TrainingError(f"the training loss became {loss.item()} at optimizer step {loop.step} "
+        value = loss.item() if not torch.isfinite(loss.detach()) else "non-finite on another process"
+        raise TrainingError(f"the training loss became {value} at optimizer step {loop.step} "
                             f"(epoch {loop.epoch + 1}); training stopped and {kept}. Lower train.learning_rate, "
                             "set train.max_grad_norm, or use train.mixed_precision=no")
 
@@ -396,14 +434,20 @@ def _start_or_resume(run: Run) -> LoopState:
         if missing:
             raise TrainingError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} does not fit this model/method "
                                 f"(unknown tensors such as {sorted(missing)[:3]}); resume with the run's own config.yaml")
+        if loop.batch_size is not None and loop.batch_size != config.train.batch_size:
+            raise ConfigError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} was written with train.batch_size="
+                              f"{loop.batch_size} and its position in the epoch counts such batches; resume with "
+                              f"train.batch_size={loop.batch_size} (the global batch, whatever the number of processes)")
         model.load_state_dict(model_state, strict=False)
         if run.optimizer is not None:
             run.optimizer.load_state_dict(state["optimizer"])
             run.scheduler.load_state_dict(state["scheduler"])
         run.adapted.policy.load_state_dict(state["policy"])
-        set_rng_state(state["rng"])
+        set_rng_state(rng_state_for(state["rng"], rank(), run.accelerator.num_processes))
         run.logger.truncate_after(loop.step)
-        run.print(f"resuming {run.run_dir} at optimizer step {loop.step}")
+        moved = (f" (written by {loop.world_size} processes, continuing on {run.accelerator.num_processes})"
+                 if loop.world_size != run.accelerator.num_processes else "")
+        run.print(f"resuming {run.run_dir} at optimizer step {loop.step}{moved}")
         return loop
     if run.is_main:
         _fresh_run_dir(run)
@@ -425,11 +469,26 @@ def _fresh_run_dir(run: Run) -> None:
 
 
 def _save(run: Run, loop: LoopState) -> None:
+    """Write the checkpoint from the main process, after checking that the replicas are identical.
+
+    Every process calls this (the check and the gathering of the per-process RNG states are
+    collectives); only the main process writes.
+    """
     run.accelerator.wait_for_everyone()
-    if not run.is_main or run.optimizer is None:
+    if run.optimizer is None:
         return
-    save_checkpoint(run.run_dir, model_state=trainable_state_dict(run.adapted), optimizer=run.optimizer,
-                    scheduler=run.scheduler, policy_state=run.adapted.policy.state_dict(), loop=loop)
+    adapted = run.adapted
+    replica = [p for p in adapted.model.parameters() if p.requires_grad]
+    replica += [t for layer in adapted.adapters.values() for t in (layer.rank_mask, layer.lora_E)]
+    assert_identical(f"the trained weights at optimizer step {loop.step}",
+                     replica + adapted.policy.decision_tensors(adapted.adapters),
+                     hint="DDP keeps replicas equal only if every process runs the same code on the same config")
+    rng_states = gather_objects(rng_state())
+    loop.world_size, loop.batch_size = run.accelerator.num_processes, run.config.train.batch_size
+    if run.is_main:
+        save_checkpoint(run.run_dir, model_state=trainable_state_dict(adapted), optimizer=run.optimizer,
+                        scheduler=run.scheduler, policy_state=adapted.policy.state_dict(), loop=loop,
+                        rng_states=rng_states)
 
 
 def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
@@ -500,14 +559,6 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 # Small helpers
 # ==================================================================================================
 
-def _set_epoch(loader: DataLoader, epoch: int) -> None:
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(epoch)
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-
-
 def _progress_bar(run: Run, initial: int):
     from tqdm.auto import tqdm
 
@@ -516,7 +567,11 @@ def _progress_bar(run: Run, initial: int):
 
 
 def _log_train(run: Run, loop: LoopState, window: dict[str, Any], ctx: StepContext, progress) -> None:
+    """Log the mean task loss of the global micro-batches since the last log (a collective: every
+    process calls it at the same steps). Each process summed its share of every global batch's mean;
+    the sum over processes is that mean itself, as a single process computes it."""
     elapsed = time.perf_counter() - window["start"]
+    (window["loss"],) = sum_over_processes([window["loss"]], run.accelerator.device)
     record = {"loss": window["loss"] / max(window["batches"], 1), "lr": ctx.lr,
               "samples_per_second": window["samples"] / elapsed if elapsed else 0.0,
               "epoch": loop.step / run.steps_per_epoch}
