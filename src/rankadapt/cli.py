@@ -108,6 +108,8 @@ def evaluate(path: Path = typer.Argument(..., help="A run directory, adapter dir
         metrics = evaluate_loralib(_load([f"model.name={path}", "method.name=lora", *(overrides or [])]), lora_path)
     else:
         metrics = evaluate_path(path, overrides or [])
+    if not _is_main_process():  # under torchrun every process evaluates its shard; one reports
+        return
     text = json.dumps(metrics, indent=2)
     typer.echo(text)
     if output:

@@ -27,7 +27,7 @@ from .config import MethodConfig
 from .errors import ModelError
 from .layer import AdapterLinear
 from .methods import build_policy
-from .model import AdaptedModel, set_trainable
+from .model import AdaptedModel, attach_lora, set_trainable
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -128,17 +128,8 @@ def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> Adapt
     for name in names:
         A = state[f"{_PREFIX}{name}.lora_A.weight"]
         B = state[f"{_PREFIX}{name}.lora_B.weight"]
-        r = A.shape[0]
         alpha = float(_pattern_value(config.get("alpha_pattern", {}), name, config["lora_alpha"]))
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        layer = AdapterLinear(getattr(parent, child), capacity=r, scale=alpha / r)
-        with torch.no_grad():
-            layer.lora_A.copy_(A)
-            layer.lora_B.copy_(B)
-        setattr(parent, child, layer)
-        adapted.adapters[name] = layer
-        adapted.roles[name] = name.split(".")[-1]
+        attach_lora(adapted, name, A, B, scale=alpha / A.shape[0])
     _load_head(model, adapted.head_modules, state)
     set_trainable(adapted)
     return adapted

@@ -132,6 +132,20 @@ def inject_adapters(model: nn.Module, targets: dict[str, str], policy: MethodPol
     return adapters
 
 
+def attach_lora(adapted: AdaptedModel, name: str, A: torch.Tensor, B: torch.Tensor, scale: float) -> AdapterLinear:
+    """Wrap module ``name`` in a plain LoRA layer holding trained factors (loading adapters from disk)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = adapted.model.get_submodule(parent_name) if parent_name else adapted.model
+    layer = AdapterLinear(getattr(parent, child), capacity=A.shape[0], scale=scale)
+    with torch.no_grad():
+        layer.lora_A.copy_(A)
+        layer.lora_B.copy_(B)
+    setattr(parent, child, layer)
+    adapted.adapters[name] = layer
+    adapted.roles[name] = name.split(".")[-1]
+    return layer
+
+
 def set_trainable(adapted: AdaptedModel) -> None:
     policy, model = adapted.policy, adapted.model
     for param in model.parameters():

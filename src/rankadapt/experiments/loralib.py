@@ -30,7 +30,7 @@ from ..config import MethodConfig, RunConfig
 from ..errors import ModelError
 from ..layer import AdapterLinear
 from ..methods import build_policy
-from ..model import AdaptedModel, set_trainable
+from ..model import AdaptedModel, attach_lora, set_trainable
 from ..targets import head_module_names
 from .init_from import AdapterFactors
 
@@ -114,15 +114,7 @@ def adapted_from_factors(model: nn.Module, source: AdapterFactors) -> AdaptedMod
     policy = build_policy(MethodConfig(name="lora"))
     adapted = AdaptedModel(model=model, policy=policy, head_modules=head_module_names(model))
     for name, (A, B, scale) in source.factors.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        layer = AdapterLinear(getattr(parent, child), capacity=A.shape[0], scale=scale)
-        with torch.no_grad():
-            layer.lora_A.copy_(A)
-            layer.lora_B.copy_(B)
-        setattr(parent, child, layer)
-        adapted.adapters[name] = layer
-        adapted.roles[name] = name.split(".")[-1]
+        attach_lora(adapted, name, A, B, scale)
     _load_others(model, source)
     set_trainable(adapted)
     return adapted
