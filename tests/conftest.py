@@ -59,3 +59,14 @@ def assert_stock_peft_matches(adapted, directory: Path, arch: str = "bert") -> N
     loaded = peft.PeftModel.from_pretrained(tiny_model(arch), directory).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(**batch).logits, expected, atol=1e-5, rtol=0)
+
+
+def checkpoint_round_trip(model, optimizer, scheduler, policy) -> dict:
+    """What a training checkpoint holds, passed through torch.save / torch.load."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "policy": policy.state_dict()}, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)

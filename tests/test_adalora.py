@@ -3,8 +3,6 @@ export, and resume."""
 
 from __future__ import annotations
 
-import io
-
 import peft
 import pytest
 import torch
@@ -16,7 +14,7 @@ from rankadapt.methods import StepContext
 from rankadapt.methods.allocation import budget_schedule, select_to_keep
 from rankadapt.model import prepare_model
 
-from conftest import assert_stock_peft_matches, tiny_batch, tiny_model
+from conftest import assert_stock_peft_matches, checkpoint_round_trip, tiny_batch, tiny_model
 
 # T = 20, t_i = 3, t_f = 6: warmup t <= 3, budgeting 3 < t <= 14, final t >= 15.
 T, TI, TF = 20, 3, 6
@@ -244,11 +242,7 @@ def test_state_round_trip_resumes_with_identical_decisions(trained):
     first, optimizer, scheduler = make_run()
     for t in range(7):
         train_step(first, optimizer, scheduler, t)
-    buffer = io.BytesIO()
-    torch.save({"model": first.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "policy": first.policy.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = checkpoint_round_trip(first.model, optimizer, scheduler, first.policy)
     resumed, optimizer, scheduler = make_run()
     resumed.model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])

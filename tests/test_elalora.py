@@ -3,8 +3,6 @@ optimizer and the lr schedule intact, export, and resume."""
 
 from __future__ import annotations
 
-import io
-
 import peft
 import pytest
 import torch
@@ -16,7 +14,7 @@ from rankadapt.methods import StepContext
 from rankadapt.methods.elalora import zero_slot_moments
 from rankadapt.model import prepare_model
 
-from conftest import assert_stock_peft_matches, tiny_batch, tiny_model
+from conftest import assert_stock_peft_matches, checkpoint_round_trip, tiny_batch, tiny_model
 
 # T = 20, t_i = 3, t_f = 5, interval 2: rounds at t = 5, 7, 9, 11, 13 (t < 15).
 T, TI, TF, K = 20, 3, 5, 1
@@ -171,11 +169,7 @@ def test_state_round_trip_resumes_with_identical_rounds(trained):
     first, optimizer, scheduler = make_run()
     for t in range(7):
         train_step(first, optimizer, scheduler, t)
-    buffer = io.BytesIO()
-    torch.save({"model": first.model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "policy": first.policy.state_dict()}, buffer)
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=False)
+    saved = checkpoint_round_trip(first.model, optimizer, scheduler, first.policy)
     resumed, optimizer, scheduler = make_run()
     resumed.policy.seed = 12345  # the checkpoint's seed and generator state win
     resumed.model.load_state_dict(saved["model"])
