@@ -75,6 +75,9 @@ def test_preallocated_capacity_and_setup_checks():
     late = prepare_model(tiny_model("bert"), MethodConfig(name="elalora", init_warmup=50))
     with pytest.raises(ConfigError, match="method.init_warmup=50 .* train.epochs / train.max_steps"):
         late.policy.setup(late.adapters, 60)
+    # ElaLoRA conserves the total rank, so a final-rank target would silently do nothing: refused.
+    with pytest.raises(ValueError, match="method.name=elalora does not use target_rank"):
+        MethodConfig(name="elalora", target_rank=2)
 
 
 def test_moment_reset_handles_a_parameter_without_state():

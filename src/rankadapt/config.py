@@ -37,7 +37,9 @@ METHOD_KEYS: dict[str, set[str]] = {
     "full": set(),
     "lora": _SHARED_ADAPTER_KEYS,
     "adalora": _SHARED_ADAPTER_KEYS | _ALLOCATION_KEYS,
-    "elalora": _SHARED_ADAPTER_KEYS | _ALLOCATION_KEYS | {"b", "k", "enable_scheduler", "max_rank"},
+    # ElaLoRA conserves the initial total rank (ALGORITHMS.md §3): no final-rank target.
+    "elalora": _SHARED_ADAPTER_KEYS | (_ALLOCATION_KEYS - {"target_rank", "target_total_rank"})
+    | {"b", "k", "enable_scheduler", "max_rank"},
     "sora": _SHARED_ADAPTER_KEYS | {"sparse_lambda", "sparse_lambda_2", "gate_init"},
     "rmlora": _SHARED_ADAPTER_KEYS | {"random_rank", "lora_type", "reg_orth_coef"},
 }
@@ -164,7 +166,7 @@ class MethodConfig(_Section):
                 raise ValueError(f"method.lora_module: unknown module name {name!r}{hint}; choose from {', '.join(MODULE_NAMES)}")
         if self.name == "rmlora" and self.random_rank > self.lora_r:
             raise ValueError(f"method.random_rank={self.random_rank} exceeds method.lora_r={self.lora_r}; lower random_rank")
-        if self.name in ("adalora", "elalora") and self.target_rank and self.target_rank > self.lora_r and self.name == "adalora":
+        if self.name == "adalora" and self.target_rank and self.target_rank > self.lora_r:
             raise ValueError(f"method.target_rank={self.target_rank} exceeds the initial rank method.lora_r={self.lora_r}; "
                              "AdaLoRA only removes ranks")
         if self.name == "elalora" and self.max_rank is not None and self.max_rank < self.lora_r:

@@ -148,6 +148,8 @@ def parse_glue_args(argv: list[str]) -> GlueCommand:
     for flag, value in given.items():
         if flag in _VALUES:
             _set(tree, _VALUES[flag][1], _value(flag, value))
+    if method == "elalora":
+        _drop_final_rank_flags(given, tree, notes)
     _check_method_flags(given, method)
     tree = _deep_merge(tree, _special(given, flags, method, notes))
     for flag in sorted(set(given) & set(_IGNORED)):
@@ -206,6 +208,15 @@ def _select_method(given: dict[str, Any], flags: dict[str, bool | None]) -> str:
     if flags.get("apply_lora") or given.get("lora_path"):
         return "lora"
     return "full"
+
+
+def _drop_final_rank_flags(given: dict[str, Any], tree: dict[str, Any], notes: list[str]) -> None:
+    """ElaLoRA's script accepts AdaLoRA's final-rank flags and ignores them: its total rank is conserved."""
+    for flag in ("target_rank", "target_total_rank"):
+        if flag in given:
+            del given[flag]
+            tree.get("method", {}).pop(flag, None)
+            notes.append(f"--{flag} is ignored: ElaLoRA keeps the initial total rank (ALGORITHMS.md §3)")
 
 
 def _check_method_flags(given: dict[str, Any], method: str) -> None:
