@@ -3,6 +3,7 @@
     python bench/steps.py                       # MiniLM, batch 32 x seq 128, every variant
     python bench/steps.py --sizes 16x128 32x128 16x256 32x256 --out bench/results/steps.json
     python bench/steps.py --model tiny          # fixed per-step overheads on a 2-layer model
+    python bench/steps.py --variants floor lora peft-lora --profile 8   # where the time goes
 
 Variants (all six module types adapted at r = 8 for the adapter methods, as the PEFT comparison in
 the issue): ``floor`` (the frozen model's forward and backward with gradients flowing through every
@@ -110,8 +111,20 @@ def build(variant: str, model_name: str, total_steps: int):
     return model.train(), optimizer, policy, adapters
 
 
+def profile_ops(step, top: int, steps: int = 2) -> list[tuple[str, float]]:
+    """The ``top`` operators by self CPU time (ms per step) over ``steps`` profiled steps: where a
+    step's time goes, to explain a ratio (BENCHMARKS.md)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [(e.key, e.self_cpu_time_total / 1000 / steps) for e in events[:top]]
+
+
 def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, repeats: int, threads: int,
-           autocast: str = "no") -> dict:
+           autocast: str = "no", profile: int = 0) -> dict:
     import contextlib
 
     import torch
@@ -126,11 +139,11 @@ def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, rep
     inputs = {"input_ids": torch.randint(1000 % vocab, vocab, (batch, seq), generator=gen),
               "attention_mask": torch.ones(batch, seq, dtype=torch.long), "labels": torch.randint(0, 2, (batch,), generator=gen)}
     peft_adalora = variant == "peft-adalora"
-    step_times, hook_times = [], []
-    rss = PeakRSS().__enter__()  # from before the first step: activations, gradients, optimizer state
-    for step in range(total):
-        tic = time.perf_counter()
-        with (torch.autocast("cpu", dtype=torch.bfloat16) if autocast == "bf16" else contextlib.nullcontext()):
+    precision = torch.autocast("cpu", dtype=torch.bfloat16) if autocast == "bf16" else contextlib.nullcontext()
+
+    def train_step(step: int) -> float:
+        """One step in the trainer's order; returns the seconds spent in the method's hooks."""
+        with precision:
             loss = model(**inputs).loss
         hook = 0.0
         if policy is not None:
@@ -155,13 +168,21 @@ def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, rep
                 model.base_model.update_and_allocate(step)
             hook += time.perf_counter() - t
             optimizer.zero_grad(set_to_none=True)
+        return hook
+
+    step_times, hook_times = [], []
+    rss = PeakRSS().__enter__()  # from before the first step: activations, gradients, optimizer state
+    for step in range(total):
+        tic = time.perf_counter()
+        hook = train_step(step)
         elapsed = time.perf_counter() - tic
         if step >= warmup:
             step_times.append(elapsed)
             hook_times.append(hook)
     rss.__exit__()
     median = statistics.median(step_times)
-    return {"variant": variant + ("+bf16" if autocast == "bf16" else ""), "model": model_name, "batch": batch,
+    ops = profile_ops(lambda: train_step(total - 1), profile) if profile else []
+    return {"ops_ms_per_step": ops, "variant": variant + ("+bf16" if autocast == "bf16" else ""), "model": model_name, "batch": batch,
             "seq": seq, "threads": threads,
             "step_seconds": median, "step_seconds_all": step_times, "peak_memory_mb": (rss.peak - rss.start) / 2**20,
             "method_work_seconds": statistics.median(hook_times),
@@ -175,7 +196,7 @@ def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, rep
 def run_variant(variant: str, args, batch: int, seq: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--sizes", f"{batch}x{seq}",
            "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--threads", str(args.threads),
-           "--autocast", args.autocast]
+           "--autocast", args.autocast, "--profile", str(args.profile)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
@@ -200,6 +221,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def profile_table(rows: list[dict]) -> str:
+    """Milliseconds per step of each variant's costliest operators, side by side."""
+    names = list(dict.fromkeys(op for r in rows for op, _ in r["ops_ms_per_step"]))
+    header = "| operator | " + " | ".join(f"{r['variant']} {r['batch']}x{r['seq']}" for r in rows) + " |"
+    lines = [header, "|---" * (len(rows) + 1) + "|"]
+    for name in names:
+        cells = [dict(r["ops_ms_per_step"]).get(name) for r in rows]
+        lines.append(f"| {name} | " + " | ".join("–" if c is None else f"{c:.0f}" for c in cells) + " |")
+    totals = [sum(ms for _, ms in r["ops_ms_per_step"]) for r in rows]
+    lines.append("| (these operators) | " + " | ".join(f"{t:.0f}" for t in totals) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="rankadapt training-step benchmark")
     parser.add_argument("--model", default=MINILM, help=f"{MINILM} (default) or 'tiny'")
@@ -210,12 +244,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("bench/results/steps.json"))
     parser.add_argument("--autocast", default="no", choices=["no", "bf16"], help="bf16 autocast for the forward pass")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile two steps per variant and print the N costliest operators")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     if args.worker:
         print(json.dumps(worker(args.worker, args.model, *sizes[0], args.warmup, args.repeats, args.threads,
-                                args.autocast)))
+                                args.autocast, args.profile)))
         return
     rows = []
     for batch, seq in sizes:
@@ -227,6 +263,8 @@ def main() -> None:
     args.out.write_text(json.dumps({"model": args.model, "threads": args.threads, "rows": rows}, indent=2))
     print(f"\nmodel {args.model}, {args.threads} threads, median of {args.repeats} steps after {args.warmup} warm-up\n")
     print(table(rows))
+    if args.profile:
+        print("\n" + profile_table(rows))
 
 
 if __name__ == "__main__":
