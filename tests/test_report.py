@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from rankadapt.cli import app
 from rankadapt.errors import DataError
 from rankadapt.experiments.plots import layer_and_type, rank_grid
-from rankadapt.experiments.report import build_report, collect_runs, group_runs
+from rankadapt.experiments.report import _seconds, build_report, collect_runs, group_runs
 
 runner = CliRunner()
 PATTERN = {f"bert.encoder.layer.{i}.attention.self.{m}": r for i, (m, r) in
@@ -113,3 +113,8 @@ def test_rank_grid_is_layers_by_module_types():
     layers, kinds, grid = rank_grid([PATTERN, other_seed], roles)
     assert layers == [0, 1, 2, 3] and kinds == ["query", "value"]
     np.testing.assert_allclose(grid, [[1.5, np.nan], [np.nan, 3.5], [2.5, np.nan], [np.nan, 0.5]])
+
+
+def test_durations_switch_units_on_the_rounded_value():
+    assert [_seconds(x) for x in (None, 59.4, 119.4, 119.6, 150.0, 7300.0)] == \
+        ["—", "59 s", "119 s", "2.0 min", "2.5 min", "2.0 h"]

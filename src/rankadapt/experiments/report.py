@@ -117,7 +117,8 @@ def _num(x: float | None) -> str:
 def _seconds(x: float | None) -> str:
     if x is None:
         return "—"
-    return f"{x:.0f} s" if x < 120 else f"{x / 60:.1f} min" if x < 7200 else f"{x / 3600:.1f} h"
+    # Thresholds on the rounded value, so 119.6 s reads "2.0 min" beside its neighbours, not "120 s".
+    return f"{x:.0f} s" if round(x) < 120 else f"{x / 60:.1f} min" if x < 7200 else f"{x / 3600:.1f} h"
 
 
 def _median_of(group: Group, key: str) -> float | None:
