@@ -1,6 +1,6 @@
 """Does bf16 autocast keep its lead when every step has another sequence length?
 
-    python bench/bf16_shapes.py
+    python bench/bf16_shapes.py [--lora-dropout 0.1]
 
 MiniLM with LoRA r = 8 on all six module types, batch 16, training steps (forward, backward, AdamW)
 in fp32 and in bf16 autocast over eight steps each: at one fixed length, at eight different lengths
@@ -11,6 +11,7 @@ different lengths. A question raised by section 4 of BENCHMARKS.md.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import time
 
@@ -26,9 +27,13 @@ SCHEDULES = {"fixed 208": [208] * 8, "varying": VARYING, "varying, x32": [-(-n /
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lora-dropout", type=float, default=0.0, help="method.lora_dropout (the quick start uses 0.1)")
+    args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = prepare_model(load_model(ModelConfig(), 2), MethodConfig(name="lora", lora_r=8, lora_module=SIX)).model
+    model = prepare_model(load_model(ModelConfig(), 2), MethodConfig(name="lora", lora_r=8, lora_module=SIX,
+                                                                                lora_dropout=args.lora_dropout)).model
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 

@@ -1,0 +1,38 @@
+"""What one LoRA dropout mask costs on this CPU, beside the products it feeds.
+
+    python bench/dropout_cost.py
+
+For an adapter input of 16 × 208 tokens × 384 features (a MiniLM batch from the quick start),
+milliseconds per call, the mean over 20 calls after one warm-up: torch's dropout, the same
+Bernoulli mask drawn as ``rand_like(x) >= p``, the adapter's down-projection x Aᵀ at r = 8, and a full
+384 × 384 product. See BENCHMARKS.md section 4.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def per_call_ms(fn, calls: int = 20) -> float:
+    fn()
+    tic = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return 1000 * (time.perf_counter() - tic) / calls
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    x, a, w = torch.randn(16 * 208, 384), torch.randn(8, 384), torch.randn(384, 384)
+    cases = {"F.dropout(x, 0.1)": lambda: torch.nn.functional.dropout(x, 0.1, True),
+             "x * (rand_like(x) >= 0.1) / 0.9": lambda: x * (torch.rand_like(x) >= 0.1) / 0.9,
+             "x @ A.T (r = 8)": lambda: x @ a.t(),
+             "x @ W.T (384 x 384)": lambda: x @ w.t()}
+    for name, fn in cases.items():
+        print(f"{name:<34}{per_call_ms(fn):7.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
