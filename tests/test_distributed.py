@@ -366,4 +366,9 @@ if __name__ == "__main__":
     parser.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC_JSON", "OUT_DIR"), required=True)
     parser.add_argument("--crash-at", type=int, default=None)
     arguments = parser.parse_args()
-    _worker(*arguments.worker, arguments.crash_at)
+    from rankadapt.distributed import shutdown
+
+    try:
+        _worker(*arguments.worker, arguments.crash_at)
+    finally:
+        shutdown()

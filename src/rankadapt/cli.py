@@ -239,7 +239,12 @@ def _is_main_process() -> bool:
 
 
 def main() -> None:
-    app(prog_name="rankadapt")
+    from .distributed import shutdown
+
+    try:
+        app(prog_name="rankadapt")
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":

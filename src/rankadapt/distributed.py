@@ -47,6 +47,16 @@ def is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def shutdown() -> None:
+    """Destroy the process group, if any, before the interpreter exits.
+
+    Left to interpreter exit, gloo's worker threads can outlive Python's teardown and abort the
+    process ("terminate called without an active exception", SIGABRT) after a successful run.
+    """
+    if is_distributed():
+        torch.distributed.destroy_process_group()
+
+
 def rank() -> int:
     return torch.distributed.get_rank() if is_distributed() else 0
 
