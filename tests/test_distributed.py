@@ -368,7 +368,5 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     from rankadapt.distributed import shutdown
 
-    try:
-        _worker(*arguments.worker, arguments.crash_at)
-    finally:
-        shutdown()
+    _worker(*arguments.worker, arguments.crash_at)
+    shutdown()  # only after success, as rankadapt's own command line does

@@ -243,7 +243,13 @@ def main() -> None:
 
     try:
         app(prog_name="rankadapt")
-    finally:
+    except SystemExit as done:
+        # Only after success: after a failure another process may still be inside a collective,
+        # and tearing the group down would wait for it instead of exiting with the error.
+        if done.code in (0, None):
+            shutdown()
+        raise
+    else:
         shutdown()
 
 

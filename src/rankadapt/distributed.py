@@ -52,6 +52,7 @@ def shutdown() -> None:
 
     Left to interpreter exit, gloo's worker threads can outlive Python's teardown and abort the
     process ("terminate called without an active exception", SIGABRT) after a successful run.
+    Call it only after success: after a failure another process may be waiting in a collective.
     """
     if is_distributed():
         torch.distributed.destroy_process_group()
