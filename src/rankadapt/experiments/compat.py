@@ -145,11 +145,11 @@ def parse_glue_args(argv: list[str]) -> GlueCommand:
     flags = {k: _bool(v, k) for k, v in given.items() if k in _BOOLS}
     method = _select_method(given, flags)
     tree: dict[str, Any] = {"train": dict(HF_TRAINING_DEFAULTS)}
+    if method == "elalora":
+        _drop_final_rank_flags(given, notes)
     for flag, value in given.items():
         if flag in _VALUES:
             _set(tree, _VALUES[flag][1], _value(flag, value))
-    if method == "elalora":
-        _drop_final_rank_flags(given, tree, notes)
     _check_method_flags(given, method)
     tree = _deep_merge(tree, _special(given, flags, method, notes))
     for flag in sorted(set(given) & set(_IGNORED)):
@@ -210,12 +210,10 @@ def _select_method(given: dict[str, Any], flags: dict[str, bool | None]) -> str:
     return "full"
 
 
-def _drop_final_rank_flags(given: dict[str, Any], tree: dict[str, Any], notes: list[str]) -> None:
+def _drop_final_rank_flags(given: dict[str, Any], notes: list[str]) -> None:
     """ElaLoRA's script accepts AdaLoRA's final-rank flags and ignores them: its total rank is conserved."""
     for flag in ("target_rank", "target_total_rank"):
-        if flag in given:
-            del given[flag]
-            tree.get("method", {}).pop(flag, None)
+        if given.pop(flag, None) is not None:
             notes.append(f"--{flag} is ignored: ElaLoRA keeps the initial total rank (ALGORITHMS.md §3)")
 
 
