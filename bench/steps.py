@@ -9,6 +9,12 @@ Variants (all six module types adapted at r = 8 for the adapter methods, as the 
 the issue): ``floor`` (the frozen model's forward and backward with gradients flowing through every
 layer to the input: the least any adapter method can cost), ``full``, rankadapt's ``lora``,
 ``adalora``, ``elalora``, ``sora``, ``rmlora``, and stock PEFT's ``peft-lora`` and ``peft-adalora``.
+rankadapt's variants run as ``rankadapt train`` runs them, with its fast dropout masks
+(``train.fast_dropout``, ``rankadapt.dropout``) on the encoder's dropouts and the adapters'; two more
+variants give the before/after in the same run: ``floor-fast-dropout`` (the floor with those masks:
+what is left of the step for the adapter to cost) and ``lora-torch-dropout`` (rankadapt's LoRA with
+torch's dropout, ``train.fast_dropout=false``). ``--lora-dropout`` sets the adapters' input dropout
+for rankadapt and PEFT alike (default 0, PEFT's default).
 
 Each variant runs in a fresh subprocess with the same synthetic batch, torch threads pinned, a few
 warm-up steps, then the median over repeated steps. Peak memory is the highest resident-set size
@@ -29,7 +35,8 @@ import threading
 import time
 from pathlib import Path
 
-VARIANTS = ["floor", "full", "lora", "adalora", "elalora", "sora", "rmlora", "peft-lora", "peft-adalora"]
+VARIANTS = ["floor", "floor-fast-dropout", "full", "lora", "lora-torch-dropout", "adalora", "elalora", "sora", "rmlora",
+            "peft-lora", "peft-adalora"]
 SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -64,9 +71,14 @@ class PeakRSS:
         self._thread.join()
 
 
-def build(variant: str, model_name: str, total_steps: int):
-    """(model, optimizer, policy or None, adapters) for one variant, all weights seeded identically."""
+def build(variant: str, model_name: str, total_steps: int, lora_dropout: float = 0.0):
+    """(model, optimizer, policy or None, adapters) for one variant, all weights seeded identically.
+
+    Variants rankadapt trains get its fast dropout masks (entered for the process's lifetime), as the
+    trainer's ``train.fast_dropout`` does."""
     import torch
+
+    from rankadapt.dropout import fast_dropout
 
     from rankadapt.config import MethodConfig, ModelConfig
     from rankadapt.model import prepare_model
@@ -82,7 +94,7 @@ def build(variant: str, model_name: str, total_steps: int):
     else:
         model = load_model(ModelConfig(name=model_name), 2)
     policy, adapters = None, {}
-    if variant == "floor":
+    if variant.startswith("floor"):
         model.requires_grad_(False)
         embeddings = model.base_model.embeddings
         embeddings.register_forward_hook(lambda module, inputs, output: output.requires_grad_(True))
@@ -91,21 +103,27 @@ def build(variant: str, model_name: str, total_steps: int):
 
         targets = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
         if variant == "peft-lora":
-            config = peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=targets)
+            config = peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=targets,
+                                     lora_dropout=lora_dropout)
         else:
             config = peft.AdaLoraConfig(task_type="SEQ_CLS", init_r=8, target_r=4, lora_alpha=16, tinit=2,
+                                        lora_dropout=lora_dropout,
                                         tfinal=2, deltaT=1, total_step=total_steps, target_modules=targets)
         model = peft.get_peft_model(model, config)
     else:
         extra = {"adalora": {"target_rank": 4, "init_warmup": 2, "final_warmup": 2, "mask_interval": 1},
                  "elalora": {"init_warmup": 2, "final_warmup": 2, "mask_interval": 1},
                  "rmlora": {"random_rank": 4}}.get(variant, {})
-        method = MethodConfig(name=variant, **({} if variant == "full" else {"lora_r": 8, "lora_module": SIX}), **extra)
+        method_name = variant.removesuffix("-torch-dropout")
+        adapter = {"lora_r": 8, "lora_module": SIX, "lora_dropout": lora_dropout}
+        method = MethodConfig(name=method_name, **({} if variant == "full" else adapter), **extra)
         adapted = prepare_model(model, method)
         policy, adapters = adapted.policy, adapted.adapters
         if hasattr(policy, "seed"):
             policy.seed = 0
         policy.setup(adapters, total_steps)
+    if not (variant in ("floor", "lora-torch-dropout") or variant.startswith("peft-")):
+        fast_dropout(model).__enter__()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None
     return model.train(), optimizer, policy, adapters
@@ -124,7 +142,7 @@ def profile_ops(step, top: int, steps: int = 2) -> list[tuple[str, float]]:
 
 
 def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, repeats: int, threads: int,
-           autocast: str = "no", profile: int = 0) -> dict:
+           autocast: str = "no", profile: int = 0, lora_dropout: float = 0.0) -> dict:
     import contextlib
 
     import torch
@@ -133,7 +151,7 @@ def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, rep
 
     torch.set_num_threads(threads)
     total = warmup + repeats
-    model, optimizer, policy, adapters = build(variant, model_name, total)
+    model, optimizer, policy, adapters = build(variant, model_name, total, lora_dropout)
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     inputs = {"input_ids": torch.randint(1000 % vocab, vocab, (batch, seq), generator=gen),
@@ -196,7 +214,7 @@ def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, rep
 def run_variant(variant: str, args, batch: int, seq: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--sizes", f"{batch}x{seq}",
            "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--threads", str(args.threads),
-           "--autocast", args.autocast, "--profile", str(args.profile)]
+           "--autocast", args.autocast, "--profile", str(args.profile), "--lora-dropout", str(args.lora_dropout)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode != 0:
@@ -205,8 +223,8 @@ def run_variant(variant: str, args, batch: int, seq: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| size | variant | step (s) | × floor | × PEFT LoRA | × PEFT AdaLoRA | peak mem (MB) | method work |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| size | variant | step (s) | × floor | × fast floor | × PEFT LoRA | × PEFT AdaLoRA | peak mem (MB) "
+             "| method work |", "|---|---|---|---|---|---|---|---|---|"]
     by_size: dict[tuple[int, int], dict[str, dict]] = {}
     for r in rows:
         by_size.setdefault((r["batch"], r["seq"]), {})[r["variant"]] = r
@@ -216,7 +234,7 @@ def table(rows: list[dict]) -> str:
             ref = lambda name: group.get(name + suffix, {}).get("step_seconds")
             ratio = lambda base: f"{r['step_seconds'] / base:.2f}" if base else "–"
             lines.append(f"| {batch}x{seq} | {variant} | {r['step_seconds']:.3f} | {ratio(ref('floor'))} | "
-                         f"{ratio(ref('peft-lora'))} | {ratio(ref('peft-adalora'))} | {r['peak_memory_mb']:.0f} | "
+                         f"{ratio(ref('floor-fast-dropout'))} | {ratio(ref('peft-lora'))} | {ratio(ref('peft-adalora'))} | {r['peak_memory_mb']:.0f} | "
                          f"{100 * r['method_work_fraction']:.1f}% |")
     return "\n".join(lines)
 
@@ -246,12 +264,14 @@ def main() -> None:
     parser.add_argument("--autocast", default="no", choices=["no", "bf16"], help="bf16 autocast for the forward pass")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile two steps per variant and print the N costliest operators")
+    parser.add_argument("--lora-dropout", type=float, default=0.0,
+                        help="dropout on the adapters' input, rankadapt and PEFT alike (the quick start uses 0.1)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     if args.worker:
         print(json.dumps(worker(args.worker, args.model, *sizes[0], args.warmup, args.repeats, args.threads,
-                                args.autocast, args.profile)))
+                                args.autocast, args.profile, args.lora_dropout)))
         return
     rows = []
     for batch, seq in sizes:
@@ -260,8 +280,10 @@ def main() -> None:
             print(f"{batch}x{seq} {variant}: {rows[-1]['step_seconds']:.3f} s/step, "
                   f"{rows[-1]['peak_memory_mb']:.0f} MB", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": args.model, "threads": args.threads, "rows": rows}, indent=2))
-    print(f"\nmodel {args.model}, {args.threads} threads, median of {args.repeats} steps after {args.warmup} warm-up\n")
+    args.out.write_text(json.dumps({"model": args.model, "threads": args.threads, "lora_dropout": args.lora_dropout,
+                                    "rows": rows}, indent=2))
+    print(f"\nmodel {args.model}, {args.threads} threads, lora_dropout {args.lora_dropout}, median of {args.repeats} "
+          f"steps after {args.warmup} warm-up\n")
     print(table(rows))
     if args.profile:
         print("\n" + profile_table(rows))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .dropout import FastDropout
+
 
 @dataclass(frozen=True)
 class LayerReport:
@@ -93,10 +95,16 @@ class AdapterLinear(nn.Module):
         result = self.base(x)
         if self.merged:
             return result
-        hidden = self.dropout(x) @ self.lora_A.t()
-        # One (N x R) elementwise product applies s, the gate and the mask together; it costs R/d
-        # of one matmul, so the layer keeps a single code path for every method.
-        hidden = hidden * self.rank_weights().to(hidden.dtype)
+        if isinstance(self.dropout, FastDropout):
+            dropped, keep_scale = self.dropout.unscaled(x)
+        else:
+            dropped, keep_scale = self.dropout(x), 1.0
+        hidden = dropped @ self.lora_A.t()
+        # One (N x R) elementwise product applies s, the gate and the mask together (and fast
+        # dropout's 1 / (1 - p)); it costs R/d of one matmul, so the layer keeps a single code path
+        # for every method.
+        weights = self.rank_weights() if keep_scale == 1.0 else self.rank_weights() * keep_scale
+        hidden = hidden * weights.to(hidden.dtype)
         return result + hidden @ self.lora_B.t()
 
     # ---------------------------------------------------------------------------------------------

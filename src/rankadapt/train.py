@@ -44,6 +44,7 @@ from .config import RunConfig
 from .data import (EncodedDataset, LengthGroupedSampler, PaddingCollator, TaskData, encode, load_task_data)
 from .distributed import (EpochPermutation, GlobalBatchSampler, assert_identical, gather_objects, rank,
                           sum_over_processes)
+from .dropout import fast_dropout
 from .errors import ConfigError, TrainingError
 from .experiments.budget import apply_budget
 from .experiments.init_from import init_adapters_from
@@ -286,7 +287,9 @@ def _train(run: Run) -> dict[str, Any]:
                  if run.accelerator.num_processes > 1 else ""))
     start = time.perf_counter()
     if run.optimizer is not None and loop.step < run.total_steps:
-        _training_loop(run, loop)
+        cheaper_masks = fast_dropout(run.adapted.model) if config.train.fast_dropout else nullcontext()
+        with cheaper_masks:
+            _training_loop(run, loop)
     final = evaluate(run)
     run.logger.log("eval", loop.step, final=True, **final)
     _update_best(run, loop, final)
