@@ -11,7 +11,9 @@ tokenising the data, training, the held-out evaluation, saving the adapter):
 - ``rankadapt``: ``rankadapt train CONFIG`` (length-grouped batches with dynamic padding, cached
   tokenisation, one evaluation at the end), fp32;
 - ``rankadapt bf16``: the same with ``train.mixed_precision=bf16`` (bf16 autocast; skipped where
-  the hardware lacks it, see ``--precisions``).
+  the hardware lacks it, see ``--precisions``);
+- with ``--torch-dropout``, also ``rankadapt torch dropout``: fp32 with ``train.fast_dropout=false``,
+  torch's own dropout masks: what the fast masks bought, measured in the same run.
 
 A job "reaches" the target when its final held-out accuracy is at least ``--target``; the speed-up
 is the baseline's wall time over the job's. Prints a table and writes ``bench/results/end_to_end.json``.
@@ -48,9 +50,10 @@ def run_baseline(config: str, overrides: list[str], out: Path) -> dict:
             "trainable_parameters": record["trainable_parameters"]}
 
 
-def run_rankadapt(config: str, overrides: list[str], out: Path, precision: str) -> dict:
+def run_rankadapt(config: str, overrides: list[str], out: Path, precision: str, fast_dropout: bool = True) -> dict:
     seconds = timed([sys.executable, "-m", "rankadapt", "train", config, *overrides, f"output_dir={out}",
-                     f"train.mixed_precision={precision}", "train.progress=false"])
+                     f"train.mixed_precision={precision}", f"train.fast_dropout={str(fast_dropout).lower()}",
+                     "train.progress=false"])
     record = json.loads((out / "results.json").read_text())
     metric = record["final_metrics"]
     return {"wall_seconds": seconds, "accuracy": metric["accuracy"], "train_seconds": record["train_seconds"],
@@ -64,21 +67,26 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.85)
     parser.add_argument("--precisions", nargs="+", default=["no", "bf16"], choices=["no", "bf16"],
                         help="rankadapt jobs to run (train.mixed_precision values)")
+    parser.add_argument("--torch-dropout", action="store_true",
+                        help="also run rankadapt fp32 with train.fast_dropout=false (the before of fast dropout)")
     parser.add_argument("--results", default="bench/results/end_to_end")
     args, overrides = parser.parse_known_args()
     overrides = [f"data.dir={args.data_dir}", *overrides]
     root = Path(args.results)
     jobs = {"peft+trainer": run_baseline(args.config, overrides, root / "baseline")}
+    if args.torch_dropout:
+        jobs["rankadapt torch dropout"] = run_rankadapt(args.config, overrides, root / "rankadapt-torch-dropout", "no",
+                                                        fast_dropout=False)
     for precision in args.precisions:
         name = "rankadapt" if precision == "no" else f"rankadapt {precision}"
         jobs[name] = run_rankadapt(args.config, overrides, root / f"rankadapt-{precision}", precision)
 
     base = jobs["peft+trainer"]["wall_seconds"]
-    print(f"\n{'job':<16}{'wall s':>9}{'train s':>9}{'accuracy':>10}{'reached':>9}{'speed-up':>10}")
+    print(f"\n{'job':<24}{'wall s':>9}{'train s':>9}{'accuracy':>10}{'reached':>9}{'speed-up':>10}")
     for name, job in jobs.items():
         job["reached_target"] = job["accuracy"] >= args.target
         job["speedup_vs_baseline"] = base / job["wall_seconds"]
-        print(f"{name:<16}{job['wall_seconds']:>9.1f}{job['train_seconds']:>9.1f}{job['accuracy']:>10.4f}"
+        print(f"{name:<24}{job['wall_seconds']:>9.1f}{job['train_seconds']:>9.1f}{job['accuracy']:>10.4f}"
               f"{'yes' if job['reached_target'] else 'no':>9}{job['speedup_vs_baseline']:>9.2f}x")
     summary = {"config": args.config, "overrides": overrides, "target": args.target, "jobs": jobs,
                "threads": os.cpu_count()}
