@@ -503,6 +503,23 @@ def test_collator_pads_dynamically():
     assert wide["input_ids"].shape == (1, 8) and "token_type_ids" not in wide
 
 
+def test_fixed_padding_pads_every_batch_to_max_length(tmp_path, tokenizer):
+    items = [{"input_ids": [2, 5, 3], "labels": 1}, {"input_ids": [2, 3], "labels": 0}]
+    fixed = PaddingCollator(pad_token_id=9, pad_to_length=5)(items)
+    assert fixed["input_ids"].tolist() == [[2, 5, 3, 9, 9], [2, 3, 9, 9, 9]]
+    assert fixed["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
+    # data.padding picks it in the trainer's loaders (the default pads to the longest in the batch)
+    from rankadapt.config import RunConfig
+    from rankadapt.train import make_loaders
+
+    examples = Examples(text=["the movie", "a plot was very good"], text_pair=None, labels=[0, 1])
+    dataset = encode(examples, tokenizer, max_length=12, cache_dir=tmp_path, cache_key="fixed")
+    for padding, width in (("max_length", 12), ("longest", max(dataset.lengths))):
+        config = RunConfig.model_validate({"data": {"max_length": 12, "padding": padding}, "train": {"batch_size": 2}})
+        train_loader, _ = make_loaders(config, dataset, {}, tokenizer, num_processes=1)
+        assert next(iter(train_loader))["input_ids"].shape == (2, width)
+
+
 def test_length_grouped_sampler():
     lengths = [(i * 37) % 101 + 1 for i in range(500)]
     sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3)

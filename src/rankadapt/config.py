@@ -86,6 +86,10 @@ class DataConfig(_Section):
     split_seed: int = 1234
     """Seed of the held-out split and the subsets; fixed so every run sees the same examples."""
     max_length: int = 128
+    padding: Literal["longest", "max_length"] = "longest"
+    """Pad each batch to its longest example (dynamic padding), or every batch to ``max_length``
+    (fixed shapes, as ``tokenizer(padding="max_length")`` gives; slower, for comparison or for
+    compilers that want one shape)."""
     cache_dir: str | None = None
     """Where tokenised datasets are cached (default ``~/.cache/rankadapt``)."""
 

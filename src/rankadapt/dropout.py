@@ -149,7 +149,7 @@ def _register_attention() -> None:
 def _swap_attention(model: nn.Module) -> str | None:
     """Point an SDPA model at ``_attention_with_fast_dropout``; returns the implementation to restore."""
     config = getattr(model, "config", None)
-    if config is None or getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
         return None
     _register_attention()
     model.set_attn_implementation(ATTENTION_IMPLEMENTATION)

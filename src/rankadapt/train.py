@@ -125,7 +125,8 @@ def make_loaders(config: RunConfig, train: EncodedDataset, evals: dict[str, Enco
         raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch of one micro-step, split "
                           f"over the {num_processes} processes, so it must be at least {num_processes}; use a "
                           f"multiple of {num_processes} (each process then takes batch_size / {num_processes})")
-    collate = PaddingCollator(tokenizer.pad_token_id or 0)
+    fixed = config.data.max_length if config.data.padding == "max_length" else None
+    collate = PaddingCollator(tokenizer.pad_token_id or 0, pad_to_length=fixed)
     # Each loader gets its own generator: otherwise every new iterator draws a seed from torch's global
     # generator, which shifts dropout masks and breaks exact resume.
     own_rng = {"generator": torch.Generator().manual_seed(config.train.seed)}

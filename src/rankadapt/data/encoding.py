@@ -178,15 +178,17 @@ def _save(dataset: EncodedDataset, path: Path) -> None:
 class PaddingCollator:
     """Pads a list of items to the longest in the batch (right padding) and builds the attention mask.
 
-    ``pad_to_multiple_of`` rounds the padded length up (8 suits tensor cores with fp16/bf16).
+    ``pad_to_multiple_of`` rounds the padded length up (8 suits tensor cores with fp16/bf16);
+    ``pad_to_length`` pads every batch to at least that length (fixed padding, ``data.padding=max_length``).
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None, pad_to_length: int | None = None):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_to_length = pad_to_length
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(item["input_ids"]) for item in items)
+        width = max(max(len(item["input_ids"]) for item in items), self.pad_to_length or 0)
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch = {"input_ids": self._pad([it["input_ids"] for it in items], width, self.pad_token_id),
