@@ -39,6 +39,7 @@ VARIANTS = ["floor", "floor-fast-dropout", "full", "lora", "lora-torch-dropout",
             "peft-lora", "peft-adalora"]
 SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+_ACTIVE_CONTEXTS: list = []  # fast_dropout contexts held open for the worker's lifetime
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -123,7 +124,9 @@ def build(variant: str, model_name: str, total_steps: int, lora_dropout: float =
             policy.seed = 0
         policy.setup(adapters, total_steps)
     if not (variant in ("floor", "lora-torch-dropout") or variant.startswith("peft-")):
-        fast_dropout(model).__enter__()
+        # Kept referenced: a context manager that is garbage-collected runs its exit and restores torch's dropout.
+        _ACTIVE_CONTEXTS.append(fast_dropout(model))
+        _ACTIVE_CONTEXTS[-1].__enter__()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None
     return model.train(), optimizer, policy, adapters

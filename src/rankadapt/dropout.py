@@ -134,8 +134,12 @@ def _attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probs = _ScaledMask.apply(torch.softmax(scores, dim=-1), dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+    probs = torch.softmax(scores, dim=-1)
+    kept = torch.where(keep_mask(probs.shape, dropout, probs.device), probs, 0.0)
+    # The keep scale goes on the (B·H·L·d_head) output rather than the (B·H·L·L) probabilities:
+    # (P ⊙ M · c) V = ((P ⊙ M) V) · c, one pass over the large tensor each way instead of three.
+    out = torch.matmul(kept, value) * keep_scale(dropout)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def _register_attention() -> None:
