@@ -160,3 +160,19 @@ def test_fast_dropout_restores_the_model_after_an_error():
             raise RuntimeError("boom")
     assert type(model.bert.embeddings.dropout) is nn.Dropout
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_attention_under_bf16_autocast_is_as_close_to_fp32_as_sdpa():
+    """The softmax runs in fp32 under autocast (SDPA's CPU kernels accumulate in fp32 too)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(10)
+    q, k, v = (torch.randn(2, 3, 50, 16) for _ in range(3))
+    module = nn.Module().train()
+    module.is_causal = False
+    reference, _ = sdpa_attention_forward(module, q, k, v, None, dropout=0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, _ = _attention_with_fast_dropout(module, q, k, v, None, dropout=1e-6)  # t = 0: nothing dropped
+        theirs, _ = sdpa_attention_forward(module, q, k, v, None, dropout=0.0)
+    assert ours.dtype == torch.bfloat16
+    assert (ours.float() - reference).abs().max() <= 2 * (theirs.float() - reference).abs().max()

@@ -134,7 +134,8 @@ def _attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probs = torch.softmax(scores, dim=-1)
+    # Softmax in fp32 even under bf16/fp16 autocast (as SDPA's CPU kernels accumulate), back to q's dtype.
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     kept = torch.where(keep_mask(probs.shape, dropout, probs.device), probs, 0.0)
     # The keep scale goes on the (B·H·L·d_head) output rather than the (B·H·L·L) probabilities:
     # (P ⊙ M · c) V = ((P ⊙ M) V) · c, one pass over the large tensor each way instead of three.
