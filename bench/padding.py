@@ -19,26 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from end_to_end import run_rankadapt
 
 SETTINGS = {
     "fixed padding, random batches": ["data.padding=max_length", "train.group_by_length=false"],
     "dynamic padding, random batches": ["data.padding=longest", "train.group_by_length=false"],
     "dynamic padding, length-grouped": ["data.padding=longest", "train.group_by_length=true"],
 }
-
-
-def run(config: str, overrides: list[str], out: Path) -> dict:
-    command = [sys.executable, "-m", "rankadapt", "train", config, *overrides, f"output_dir={out}",
-               "train.progress=false", "train.tensorboard=false"]
-    done = subprocess.run(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}, capture_output=True,
-                          text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    return json.loads((out / "results.json").read_text())
 
 
 def main() -> None:
@@ -52,8 +41,9 @@ def main() -> None:
               "train.eval_strategy=no", *extra]
     rows = {}
     for i, (name, overrides) in enumerate(SETTINGS.items()):
-        record = run(args.config, [*common, *overrides], Path(args.results) / f"setting-{i}")
-        rows[name] = {"train_seconds": record["train_seconds"], "seconds_per_step": record["train_seconds"] / args.steps}
+        out = Path(args.results) / f"setting-{i}"
+        seconds = run_rankadapt(args.config, [*common, *overrides], out, "no")["train_seconds"]
+        rows[name] = {"train_seconds": seconds, "seconds_per_step": seconds / args.steps}
         print(f"{name}: {rows[name]['seconds_per_step']:.3f} s/step", flush=True)
     first = next(iter(rows.values()))["seconds_per_step"]
     print("\n| batches | s/step | speed-up |\n|---|---|---|")

@@ -33,13 +33,13 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 VARIANTS = ["floor", "floor-fast-dropout", "full", "lora", "lora-torch-dropout", "adalora", "elalora", "sora", "rmlora",
             "peft-lora", "peft-adalora"]
 SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
-_ACTIVE_CONTEXTS: list = []  # fast_dropout contexts held open for the worker's lifetime
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -72,11 +72,11 @@ class PeakRSS:
         self._thread.join()
 
 
-def build(variant: str, model_name: str, total_steps: int, lora_dropout: float = 0.0):
+def build(variant: str, model_name: str, total_steps: int, contexts: ExitStack, lora_dropout: float = 0.0):
     """(model, optimizer, policy or None, adapters) for one variant, all weights seeded identically.
 
-    Variants rankadapt trains get its fast dropout masks (entered for the process's lifetime), as the
-    trainer's ``train.fast_dropout`` does."""
+    Variants rankadapt trains get its fast dropout masks, as the trainer's ``train.fast_dropout``
+    does, entered on ``contexts`` (the caller closes it when the steps are done)."""
     import torch
 
     from rankadapt.dropout import fast_dropout
@@ -124,9 +124,7 @@ def build(variant: str, model_name: str, total_steps: int, lora_dropout: float =
             policy.seed = 0
         policy.setup(adapters, total_steps)
     if not (variant in ("floor", "lora-torch-dropout") or variant.startswith("peft-")):
-        # Kept referenced: a context manager that is garbage-collected runs its exit and restores torch's dropout.
-        _ACTIVE_CONTEXTS.append(fast_dropout(model))
-        _ACTIVE_CONTEXTS[-1].__enter__()
+        contexts.enter_context(fast_dropout(model))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4) if params else None
     return model.train(), optimizer, policy, adapters
@@ -154,7 +152,8 @@ def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, rep
 
     torch.set_num_threads(threads)
     total = warmup + repeats
-    model, optimizer, policy, adapters = build(variant, model_name, total, lora_dropout)
+    contexts = ExitStack()  # held until the worker returns: closing it restores torch's dropout
+    model, optimizer, policy, adapters = build(variant, model_name, total, contexts, lora_dropout)
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     inputs = {"input_ids": torch.randint(1000 % vocab, vocab, (batch, seq), generator=gen),
@@ -203,6 +202,7 @@ def worker(variant: str, model_name: str, batch: int, seq: int, warmup: int, rep
     rss.__exit__()
     median = statistics.median(step_times)
     ops = profile_ops(lambda: train_step(total - 1), profile) if profile else []
+    contexts.close()
     return {"ops_ms_per_step": ops, "variant": variant + ("+bf16" if autocast == "bf16" else ""), "model": model_name, "batch": batch,
             "seq": seq, "threads": threads,
             "step_seconds": median, "step_seconds_all": step_times, "peak_memory_mb": (rss.peak - rss.start) / 2**20,
