@@ -13,7 +13,8 @@ rankadapt's variants run as ``rankadapt train`` runs them, with its fast dropout
 (``train.fast_dropout``, ``rankadapt.dropout``) on the encoder's dropouts and the adapters'; two more
 variants give the before/after in the same run: ``floor-fast-dropout`` (the floor with those masks:
 what is left of the step for the adapter to cost) and ``lora-torch-dropout`` (rankadapt's LoRA with
-torch's dropout, ``train.fast_dropout=false``). ``--lora-dropout`` sets the adapters' input dropout
+torch's dropout, ``train.fast_dropout=false``); ``lora-composed`` is rankadapt's LoRA with the adapter
+product as separate autograd operations instead of the fused function (``rankadapt.layer``). ``--lora-dropout`` sets the adapters' input dropout
 for rankadapt and PEFT alike (default 0, PEFT's default).
 
 Each variant runs in a fresh subprocess with the same synthetic batch, torch threads pinned, a few
@@ -36,7 +37,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-VARIANTS = ["floor", "floor-fast-dropout", "full", "lora", "lora-torch-dropout", "adalora", "elalora", "sora", "rmlora",
+VARIANTS = ["floor", "floor-fast-dropout", "full", "lora", "lora-torch-dropout", "lora-composed", "adalora", "elalora", "sora", "rmlora",
             "peft-lora", "peft-adalora"]
 SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -115,7 +116,7 @@ def build(variant: str, model_name: str, total_steps: int, contexts: ExitStack, 
         extra = {"adalora": {"target_rank": 4, "init_warmup": 2, "final_warmup": 2, "mask_interval": 1},
                  "elalora": {"init_warmup": 2, "final_warmup": 2, "mask_interval": 1},
                  "rmlora": {"random_rank": 4}}.get(variant, {})
-        method_name = variant.removesuffix("-torch-dropout")
+        method_name = variant.removesuffix("-torch-dropout").removesuffix("-composed")
         adapter = {"lora_r": 8, "lora_module": SIX, "lora_dropout": lora_dropout}
         method = MethodConfig(name=method_name, **({} if variant == "full" else adapter), **extra)
         adapted = prepare_model(model, method)
@@ -123,6 +124,9 @@ def build(variant: str, model_name: str, total_steps: int, contexts: ExitStack, 
         if hasattr(policy, "seed"):
             policy.seed = 0
         policy.setup(adapters, total_steps)
+        if variant.endswith("-composed"):  # the before of the fused adapter product
+            for layer in adapters.values():
+                layer.fused_product = False
     if not (variant in ("floor", "lora-torch-dropout") or variant.startswith("peft-")):
         contexts.enter_context(fast_dropout(model))
     params = [p for p in model.parameters() if p.requires_grad]

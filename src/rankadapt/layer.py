@@ -20,12 +20,14 @@ that state dicts read naturally next to PEFT's.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .dropout import FastDropout
+from .dropout import FastDropout, keep_mask, uses_fast_path
+from .dropout import keep_scale as _keep_scale
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class AdapterLinear(nn.Module):
         self.register_buffer("rank_mask", torch.ones(capacity, **factory))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
+        # The fused autograd function (``_AdapterProduct``) by default; False runs the same formula as
+        # separate autograd operations (benchmarks measure one against the other; tests compare them).
+        self.fused_product = True
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -94,9 +99,34 @@ class AdapterLinear(nn.Module):
         return self.scale * self.lora_E * self.rank_mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base(x)
         if self.merged:
-            return result
+            return self.base(x)
+        if not self.fused_product or self._base_trainable():
+            return self._composed_forward(x)
+        keep, keep_scale = self._adapter_input_mask(x)
+        if keep is None:
+            return self._composed_forward(x)
+        # One more factor on the (N x R) product: fast dropout's 1 / (1 - p).
+        weights = self.rank_weights() if keep_scale == 1.0 else self.rank_weights() * keep_scale
+        return _AdapterProduct.apply(x, None if keep is True else keep, self.base.weight, self.base.bias,
+                                     self.lora_A, self.lora_B, weights)
+
+    def _adapter_input_mask(self, x: torch.Tensor) -> tuple[torch.Tensor | bool | None, float]:
+        """How the adapter's input is dropped: (True, 1) for no dropout, (keep mask, 1 / (1 - p)) for
+        fast dropout, (None, 1) when only torch's own dropout can do it (CUDA, or fast dropout off)."""
+        if isinstance(self.dropout, nn.Identity) or not self.training:
+            return True, 1.0
+        if isinstance(self.dropout, FastDropout) and uses_fast_path(x, self.dropout.p, True):
+            return keep_mask(x.shape, self.dropout.p, x.device), _keep_scale(self.dropout.p)
+        return None, 1.0
+
+    def _base_trainable(self) -> bool:
+        """The fused function leaves W and b frozen (it returns no gradient for them)."""
+        return self.base.weight.requires_grad or (self.base.bias is not None and self.base.bias.requires_grad)
+
+    def _composed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same y from stock autograd operations (torch's dropout; and the before of benchmarks)."""
+        result = self.base(x)
         if isinstance(self.dropout, FastDropout):
             dropped, keep_scale = self.dropout.unscaled(x)
         else:
@@ -154,3 +184,80 @@ class AdapterLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, capacity={self.capacity}, "
                 f"scale={self.scale:g}, gate_trainable={self.gate_trainable}, merged={self.merged}")
+
+
+class _AdapterProduct(torch.autograd.Function):
+    """y = x Wᵀ + b + ((x ⊙ k) Aᵀ ⊙ w) Bᵀ for a frozen W, b, in one autograd node.
+
+    k is the adapter's keep mask (None: no dropout), w = s · g ⊙ m (· 1 / (1 − p)) the per-rank
+    weights. What it saves over the same formula as separate autograd operations (the layer's
+    ``_composed_forward``): the up-projection is accumulated into the base product's output
+    (``addmm_``) instead of being written to a new (N × d_out) tensor and added, and in the backward
+    pass the adapter's input gradient (∂L/∂h ⊙ w) A is accumulated into x's gradient through W in
+    the same way, instead of autograd adding two (N × d_in) gradients. Those adds were most of the
+    adapter's cost over the frozen model on CPU (BENCHMARKS.md, "the fused adapter product"):
+    with R = 8 the rank products are thin and every (N × d) pass is memory-bound.
+
+    Gradients (h = (x ⊙ k) Aᵀ, G = ∂L/∂y, both flattened to N rows):
+        ∂L/∂B = Gᵀ (h ⊙ w)          ∂L/∂A = ((G B) ⊙ w)ᵀ (x ⊙ k)
+        ∂L/∂w = Σ_n (G B ⊙ h)_n     ∂L/∂x = G W + ((G B ⊙ w) A) ⊙ k
+    Under autocast every product runs in the autocast dtype, as ``F.linear`` and ``@`` would, with x
+    cast once instead of once per product.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None,
+                lora_A: torch.Tensor, lora_B: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        dtype = _compute_dtype(x)
+        ctx.input_dtypes = (x.dtype, lora_A.dtype, lora_B.dtype, weights.dtype)
+        ctx.x_shape = x.shape
+        with _autocast_off(x):
+            flat = x.reshape(-1, x.shape[-1]).to(dtype)
+            adapter_input = flat if keep is None else flat * keep.reshape(flat.shape)
+            W, A, B, w = (t.to(dtype) for t in (weight, lora_A, lora_B, weights))
+            hidden = adapter_input @ A.t()
+            out = torch.nn.functional.linear(flat, W, None if bias is None else bias.to(dtype))
+            out.addmm_(hidden * w, B.t())
+        ctx.save_for_backward(adapter_input, keep, W, A, B, w, hidden)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        adapter_input, keep, W, A, B, w, hidden = ctx.saved_tensors
+        need_x, _, _, _, need_A, need_B, need_w = ctx.needs_input_grad
+        x_dtype, A_dtype, B_dtype, w_dtype = ctx.input_dtypes
+        grad_x = grad_A = grad_B = grad_w = None
+        with _autocast_off(grad_out):
+            G = grad_out.reshape(-1, grad_out.shape[-1]).to(W.dtype)
+            grad_scaled = G @ B                      # ∂L/∂(h ⊙ w), (N × R)
+            grad_hidden = grad_scaled * w            # ∂L/∂h
+            if need_B:
+                grad_B = (G.t() @ (hidden * w)).to(B_dtype)
+            if need_A:
+                grad_A = (grad_hidden.t() @ adapter_input).to(A_dtype)
+            if need_w:
+                grad_w = (grad_scaled * hidden).sum(0, dtype=torch.float32).to(w_dtype)
+            if need_x:
+                grad_x = G @ W
+                if keep is None:
+                    grad_x.addmm_(grad_hidden, A)
+                else:
+                    grad_x.add_((grad_hidden @ A).mul_(keep.reshape(grad_x.shape)))
+                grad_x = grad_x.view(ctx.x_shape).to(x_dtype)
+        return grad_x, None, None, None, grad_A, grad_B, grad_w
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype ``F.linear`` would compute in: autocast's for eligible inputs, else x's own."""
+    device_type = x.device.type
+    if x.dtype != torch.float64 and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return x.dtype
+
+
+def _autocast_off(x: torch.Tensor):
+    """A block where autocast does not recast what the fused function already cast by hand."""
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
