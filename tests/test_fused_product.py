@@ -112,3 +112,29 @@ def test_a_trainable_base_takes_the_composed_path():
     layer.base.weight.requires_grad_(True)
     layer(torch.randn(2, 16)).sum().backward()
     assert layer.base.weight.grad is not None and layer.lora_B.grad is not None
+
+
+def test_evaluation_merge_restores_the_weights_bit_for_bit():
+    """``merged_for_evaluation`` evaluates W + ΔW and then puts back W exactly (a copy, not W + ΔW − ΔW)."""
+    from conftest import tiny_batch, tiny_model
+
+    from rankadapt.config import MethodConfig
+    from rankadapt.model import prepare_model
+
+    torch.manual_seed(0)
+    adapted = prepare_model(tiny_model("bert"), MethodConfig(name="adalora", lora_r=4, target_rank=2))
+    for layer in adapted.adapters.values():
+        nn.init.normal_(layer.lora_B, std=0.5)
+        nn.init.normal_(layer.lora_E)
+    before = {k: v.clone() for k, v in adapted.model.state_dict().items()}
+    batch = {k: v for k, v in tiny_batch().items() if k != "labels"}
+    adapted.model.eval()
+    with torch.no_grad():
+        unmerged = adapted.model(**batch).logits
+        with adapted.merged_for_evaluation():
+            assert all(layer.merged for layer in adapted.adapters.values())
+            merged = adapted.model(**batch).logits
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=1e-5)
+    assert not any(layer.merged for layer in adapted.adapters.values())
+    after = adapted.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

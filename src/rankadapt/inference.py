@@ -71,6 +71,7 @@ def run_config_for(path: str | Path, overrides: list[str] | None = None) -> RunC
 
 def load_trained(path: str | Path, config: RunConfig, num_labels: int,
                  label_names: tuple[str, ...] | None) -> Trained:
+    """A trained run, adapter or model directory, loaded for inference (eval mode, adapters merged)."""
     weights, kind = locate(path)
     if kind == "model":
         model_cfg = config.model.model_copy(update={"name": str(weights)})
@@ -84,6 +85,7 @@ def load_trained(path: str | Path, config: RunConfig, num_labels: int,
         model = load_model(config.model, num_labels, label_names)
         adapted = load_peft_adapter(model, weights)
         tokenizer = load_tokenizer(str(weights) if (weights / "tokenizer_config.json").is_file() else base_name)
+    adapted.merge()  # inference only: ΔW folded into W once, so predictions cost what the base model's do
     model.eval()
     return Trained(config, model, tokenizer, adapted, label_names, weights)
 

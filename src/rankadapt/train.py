@@ -221,7 +221,9 @@ def build_run(config: RunConfig) -> Run:
 # ==================================================================================================
 
 def evaluate(run: Run) -> dict[str, float]:
-    return evaluate_loaders(run.model, run.eval_loaders, run.data.task, run.accelerator)
+    """Metrics on the eval splits, computed with ΔW merged into W (the same function, cheaper)."""
+    with run.adapted.merged_for_evaluation():
+        return evaluate_loaders(run.model, run.eval_loaders, run.data.task, run.accelerator)
 
 
 @torch.no_grad()
