@@ -13,7 +13,7 @@ from torch import nn
 
 from rankadapt.config import MethodConfig
 from rankadapt.dropout import (ATTENTION_IMPLEMENTATION, FastDropout, _attention_with_fast_dropout, drop_threshold,
-                               dropout, fast_dropout, keep_mask, keep_scale, uses_fast_path)
+                               dropout, fast_dropout, keep_mask, keep_scale, keep_values, uses_fast_path)
 from rankadapt.layer import AdapterLinear
 from rankadapt.model import prepare_model
 
@@ -57,6 +57,28 @@ def test_masks_follow_the_seed():
     torch.manual_seed(3)
     assert torch.equal(first, keep_mask((1000,), 0.3))
     assert not torch.equal(first, keep_mask((1000,), 0.3))
+
+
+def test_keep_values_are_the_boolean_mask_as_numbers():
+    """Same draws as ``keep_mask``; 0/1, or 0/c with ``scaled``, in the requested dtype."""
+    torch.manual_seed(3)
+    mask = keep_mask((50, 40), 0.3)
+    for dtype, scaled in [(torch.float32, False), (torch.float32, True), (torch.bfloat16, False)]:
+        torch.manual_seed(3)
+        values = keep_values((50, 40), 0.3, dtype, scaled=scaled)
+        assert values.dtype == dtype
+        expected = mask.to(dtype) * (keep_scale(0.3) if scaled else 1.0)
+        assert torch.equal(values, expected)
+
+
+def test_bf16_dropout_scales_in_fp32_like_torch():
+    """In bf16 the 1/(1-p) scale is applied as an fp32 scalar, not rounded to bf16 first (1/0.9 would
+    become 1.109375, a 0.16% bias): kept elements equal torch's bf16 rounding of x · c."""
+    torch.manual_seed(2)
+    x = torch.randn(4096, dtype=torch.bfloat16)
+    y = dropout(x, 0.1)
+    kept = y != 0
+    assert torch.equal(y[kept], (x[kept].float() * keep_scale(0.1)).to(torch.bfloat16))
 
 
 def test_gradient_is_the_same_mask_and_scale():

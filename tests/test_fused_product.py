@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from rankadapt.dropout import FastDropout, keep_mask
+from rankadapt.dropout import FastDropout, keep_values
 from rankadapt.layer import AdapterLinear, _AdapterProduct
 
 
@@ -47,7 +47,7 @@ def forward_backward(layer: AdapterLinear, x: torch.Tensor, fused: bool, autocas
 def test_gradients_match_finite_differences():
     torch.manual_seed(2)
     x = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)
-    keep = keep_mask(x.shape, 0.3)
+    keep = keep_values(x.shape, 0.3, torch.float64)
     W, b = torch.randn(4, 5, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
     A = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     B = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
@@ -59,7 +59,7 @@ def test_gradients_match_finite_differences():
 def test_forward_matches_the_formula():
     """y = x Wᵀ + b + ((x ⊙ k) Aᵀ ⊙ w) Bᵀ, by hand."""
     torch.manual_seed(3)
-    x, keep = torch.randn(6, 5), torch.rand(6, 5) > 0.3
+    x, keep = torch.randn(6, 5), (torch.rand(6, 5) > 0.3).float()
     W, b, A, B, w = torch.randn(4, 5), torch.randn(4), torch.randn(3, 5), torch.randn(4, 3), torch.randn(3)
     expected = x @ W.t() + b + (((x * keep) @ A.t()) * w) @ B.t()
     torch.testing.assert_close(_AdapterProduct.apply(x, keep, W, b, A, B, w), expected)

@@ -50,33 +50,58 @@ def keep_scale(p: float) -> float:
     return LEVELS / (LEVELS - drop_threshold(p))
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
-    """A boolean mask, True with probability 1 − t / 65536 independently per element.
-
-    Four 16-bit integers come from each 64-bit draw of the default generator (``random_`` over the
-    full int64 range: every bit uniform), so the generator runs a quarter as often as for one float
-    per element.
-    """
+def _random_halves(shape: torch.Size | tuple[int, ...], device: torch.device | str) -> torch.Tensor:
+    """Independent uniform int16 values of the given shape, four from each 64-bit draw of the default
+    generator (``random_`` over the full int64 range: every bit uniform), so the generator runs a
+    quarter as often as for one float per element."""
     count = math.prod(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
-    halves = words.view(torch.int16)[:count].view(shape)
-    return halves >= drop_threshold(p) - LEVELS // 2
+    return words.view(torch.int16)[:count].view(shape)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A boolean mask, True with probability 1 − t / 65536 independently per element."""
+    return _random_halves(shape, device) >= drop_threshold(p) - LEVELS // 2
+
+
+def keep_values(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype,
+                device: torch.device | str = "cpu", scaled: bool = False) -> torch.Tensor:
+    """The same mask as ``keep_mask`` (same draws), as numbers of ``dtype``: 1 (or, with ``scaled``,
+    1 / (1 − t / 65536)) where kept, 0 where dropped.
+
+    Why numbers: on CPU, multiplying a float tensor by a boolean one converts the booleans on the fly
+    and costs about 3× a float-by-float product (BENCHMARKS.md, "one mask"), while the comparison can
+    write floats directly. The cost is memory: a saved mask takes 4 bytes an element instead of 1.
+    """
+    halves = _random_halves(shape, device)
+    values = torch.ge(halves, drop_threshold(p) - LEVELS // 2, out=torch.empty(shape, dtype=dtype, device=device))
+    return values.mul_(keep_scale(p)) if scaled else values
 
 
 class _ScaledMask(torch.autograd.Function):
-    """y = x ⊙ m · c and ∂L/∂x = ∂L/∂y ⊙ m · c, saving only the boolean mask (as torch's dropout does)."""
+    """y = x ⊙ m · c and ∂L/∂x = ∂L/∂y ⊙ m · c.
+
+    In fp32/fp64 the saved mask holds m · c, so each direction is a single product. In bf16/fp16 the
+    mask holds m and c is a separate scalar product computed in fp32 (as torch's dropout does): c
+    rounded to bf16 (1.109375 for 1/0.9) would bias the mean.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        mask = keep_mask(x.shape, p, x.device)
-        ctx.scale = keep_scale(p)
+        ctx.scale = None if x.dtype in (torch.float32, torch.float64) else keep_scale(p)
+        mask = keep_values(x.shape, p, x.dtype, x.device, scaled=ctx.scale is None)
         ctx.save_for_backward(mask)
-        return torch.mul(x, mask).mul_(ctx.scale)
+        return _apply(x, mask, ctx.scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (mask,) = ctx.saved_tensors
-        return torch.mul(grad, mask).mul_(ctx.scale), None
+        return _apply(grad, mask, ctx.scale), None
+
+
+def _apply(x: torch.Tensor, mask: torch.Tensor, scale: float | None) -> torch.Tensor:
+    out = torch.mul(x, mask)
+    return out if scale is None else out.mul_(scale)
 
 
 def uses_fast_path(x: torch.Tensor, p: float, training: bool) -> bool:
@@ -106,7 +131,7 @@ class FastDropout(nn.Dropout):
         """
         if not uses_fast_path(x, self.p, self.training):
             return self(x), 1.0
-        return x * keep_mask(x.shape, self.p, x.device), keep_scale(self.p)
+        return x * keep_values(x.shape, self.p, x.dtype, x.device), keep_scale(self.p)
 
 
 def _attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -137,6 +162,8 @@ def _attention_with_fast_dropout(module: nn.Module, query: torch.Tensor, key: to
             scores = scores + attention_mask
     # Softmax in fp32 even under bf16/fp16 autocast (as SDPA's CPU kernels accumulate), back to q's dtype.
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    # A boolean mask here (1 byte an element) although a float one multiplies faster: at 16 x 256 a
+    # float mask made the floor's step 4% faster and its working memory 14% larger (+230 MB).
     kept = torch.where(keep_mask(probs.shape, dropout, probs.device), probs, 0.0)
     # The keep scale goes on the (B·H·L·d_head) output rather than the (B·H·L·L) probabilities:
     # (P ⊙ M · c) V = ((P ⊙ M) V) · c, one pass over the large tensor each way instead of three.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .dropout import FastDropout, keep_mask, uses_fast_path
+from .dropout import FastDropout, keep_values, uses_fast_path
 from .dropout import keep_scale as _keep_scale
 
 
@@ -112,12 +112,14 @@ class AdapterLinear(nn.Module):
                                      self.lora_A, self.lora_B, weights)
 
     def _adapter_input_mask(self, x: torch.Tensor) -> tuple[torch.Tensor | bool | None, float]:
-        """How the adapter's input is dropped: (True, 1) for no dropout, (keep mask, 1 / (1 - p)) for
+        """How the adapter's input is dropped: (True, 1) for no dropout, (0/1 keep mask, 1 / (1 - p)) for
         fast dropout, (None, 1) when only torch's own dropout can do it (CUDA, or fast dropout off)."""
         if isinstance(self.dropout, nn.Identity) or not self.training:
             return True, 1.0
         if isinstance(self.dropout, FastDropout) and uses_fast_path(x, self.dropout.p, True):
-            return keep_mask(x.shape, self.dropout.p, x.device), _keep_scale(self.dropout.p)
+            # 0/1 in the dtype the products run in (a float mask multiplies ~3x faster than a bool one).
+            keep = keep_values(x.shape, self.dropout.p, _compute_dtype(x), x.device)
+            return keep, _keep_scale(self.dropout.p)
         return None, 1.0
 
     def _base_trainable(self) -> bool:
@@ -242,7 +244,7 @@ class _AdapterProduct(torch.autograd.Function):
                 if keep is None:
                     grad_x.addmm_(grad_hidden, A)
                 else:
-                    grad_x.add_((grad_hidden @ A).mul_(keep.reshape(grad_x.shape)))
+                    grad_x.addcmul_(grad_hidden @ A, keep.reshape(grad_x.shape))
                 grad_x = grad_x.view(ctx.x_shape).to(x_dtype)
         return grad_x, None, None, None, grad_A, grad_B, grad_w
 
