@@ -208,7 +208,7 @@ class TrainConfig(_Section):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     fast_dropout: bool = True
-    """CPU training draws dropout masks from 16-bit random integers, ~7x cheaper than torch's (p rounded
+    """CPU training draws dropout masks from 16-bit random integers, under a quarter of torch's cost (p rounded
     to a multiple of 1/65536; see ``rankadapt.dropout``). No effect on GPU or in evaluation."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding, same examples per epoch)."""

@@ -9,6 +9,9 @@ m ∈ {0,1}^R, R capacity slots and a constant scale s. The forward pass is
 
     y = x Wᵀ + b + s · ((dropout(x) Aᵀ) ⊙ (g ⊙ m)) Bᵀ
 
+computed in one autograd function (``_AdapterProduct``) that accumulates the low-rank update into the
+frozen product's output and input gradient instead of adding separate tensors.
+
 LoRA is g ≡ 1, m ≡ 1; AdaLoRA makes g trainable (λ, the singular values) and masks by zeroing λ;
 ElaLoRA preallocates R > r slots and moves ranks by flipping m; SoRA makes g a trainable gate that a
 proximal step drives to exactly 0; RM-LoRA masks gradients of A and B. The methods are policies over
@@ -101,26 +104,24 @@ class AdapterLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.base(x)
-        if not self.fused_product or self._base_trainable():
+        masking = None if not self.fused_product or self._base_trainable() else self._input_masking(x)
+        if masking is None:
             return self._composed_forward(x)
-        keep, keep_scale = self._adapter_input_mask(x)
-        if keep is None:
-            return self._composed_forward(x)
+        keep, keep_scale = masking
         # One more factor on the (N x R) product: fast dropout's 1 / (1 - p).
         weights = self.rank_weights() if keep_scale == 1.0 else self.rank_weights() * keep_scale
-        return _AdapterProduct.apply(x, None if keep is True else keep, self.base.weight, self.base.bias,
-                                     self.lora_A, self.lora_B, weights)
+        return _AdapterProduct.apply(x, keep, self.base.weight, self.base.bias, self.lora_A, self.lora_B, weights)
 
-    def _adapter_input_mask(self, x: torch.Tensor) -> tuple[torch.Tensor | bool | None, float]:
-        """How the adapter's input is dropped: (True, 1) for no dropout, (0/1 keep mask, 1 / (1 - p)) for
-        fast dropout, (None, 1) when only torch's own dropout can do it (CUDA, or fast dropout off)."""
+    def _input_masking(self, x: torch.Tensor) -> tuple[torch.Tensor | None, float] | None:
+        """How the fused product drops the adapter's input: (None, 1) without dropout, (0/1 keep mask,
+        1 / (1 - p)) with fast dropout; None when only torch's dropout can (CUDA, fast dropout off)."""
         if isinstance(self.dropout, nn.Identity) or not self.training:
-            return True, 1.0
+            return None, 1.0
         if isinstance(self.dropout, FastDropout) and uses_fast_path(x, self.dropout.p, True):
             # 0/1 in the dtype the products run in (a float mask multiplies ~3x faster than a bool one).
             keep = keep_values(x.shape, self.dropout.p, _compute_dtype(x), x.device)
             return keep, _keep_scale(self.dropout.p)
-        return None, 1.0
+        return None
 
     def _base_trainable(self) -> bool:
         """The fused function leaves W and b frozen (it returns no gradient for them)."""
