@@ -14,8 +14,9 @@ rankadapt's variants run as ``rankadapt train`` runs them, with its fast dropout
 variants give the before/after in the same run: ``floor-fast-dropout`` (the floor with those masks:
 what is left of the step for the adapter to cost) and ``lora-torch-dropout`` (rankadapt's LoRA with
 torch's dropout, ``train.fast_dropout=false``); ``lora-composed`` is rankadapt's LoRA with the adapter
-product as separate autograd operations instead of the fused function (``rankadapt.layer``). ``--lora-dropout`` sets the adapters' input dropout
-for rankadapt and PEFT alike (default 0, PEFT's default).
+product as separate autograd operations instead of the fused function (``rankadapt.layer``).
+``--lora-dropout`` sets the adapters' input dropout for rankadapt and PEFT alike (default 0, PEFT's
+default).
 
 Each variant runs in a fresh subprocess with the same synthetic batch, torch threads pinned, a few
 warm-up steps, then the median over repeated steps. Peak memory is the highest resident-set size
@@ -37,8 +38,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-VARIANTS = ["floor", "floor-fast-dropout", "full", "lora", "lora-torch-dropout", "lora-composed", "adalora", "elalora", "sora", "rmlora",
-            "peft-lora", "peft-adalora"]
+VARIANTS = ["floor", "floor-fast-dropout", "full", "lora", "lora-torch-dropout", "lora-composed", "adalora", "elalora",
+            "sora", "rmlora", "peft-lora", "peft-adalora"]
 SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .dropout import FastDropout, keep_values, uses_fast_path
-from .dropout import keep_scale as _keep_scale
+from .dropout import FastDropout, keep_scale, keep_values, uses_fast_path
 
 
 @dataclass(frozen=True)
@@ -97,9 +96,11 @@ class AdapterLinear(nn.Module):
     def gate_trainable(self) -> bool:
         return isinstance(self.lora_E, nn.Parameter)
 
-    def rank_weights(self) -> torch.Tensor:
-        """s · (g ⊙ m): the per-rank multiplier between A and B."""
-        return self.scale * self.lora_E * self.rank_mask
+    def rank_weights(self, input_scale: float = 1.0) -> torch.Tensor:
+        """s · (g ⊙ m): the per-rank multiplier between A and B; ``input_scale`` folds in one more
+        factor (fast dropout's 1 / (1 - p)) at the cost of R multiplications."""
+        weights = self.scale * self.lora_E * self.rank_mask
+        return weights if input_scale == 1.0 else weights * input_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -107,10 +108,9 @@ class AdapterLinear(nn.Module):
         masking = None if not self.fused_product or self._base_trainable() else self._input_masking(x)
         if masking is None:
             return self._composed_forward(x)
-        keep, keep_scale = masking
-        # One more factor on the (N x R) product: fast dropout's 1 / (1 - p).
-        weights = self.rank_weights() if keep_scale == 1.0 else self.rank_weights() * keep_scale
-        return _AdapterProduct.apply(x, keep, self.base.weight, self.base.bias, self.lora_A, self.lora_B, weights)
+        keep, input_scale = masking
+        return _AdapterProduct.apply(x, keep, self.base.weight, self.base.bias, self.lora_A, self.lora_B,
+                                     self.rank_weights(input_scale))
 
     def _input_masking(self, x: torch.Tensor) -> tuple[torch.Tensor | None, float] | None:
         """How the fused product drops the adapter's input: (None, 1) without dropout, (0/1 keep mask,
@@ -120,7 +120,7 @@ class AdapterLinear(nn.Module):
         if isinstance(self.dropout, FastDropout) and uses_fast_path(x, self.dropout.p, True):
             # 0/1 in the dtype the products run in (a float mask multiplies ~3x faster than a bool one).
             keep = keep_values(x.shape, self.dropout.p, _compute_dtype(x), x.device)
-            return keep, _keep_scale(self.dropout.p)
+            return keep, keep_scale(self.dropout.p)
         return None
 
     def _base_trainable(self) -> bool:
@@ -131,15 +131,14 @@ class AdapterLinear(nn.Module):
         """The same y from stock autograd operations (torch's dropout; and the before of benchmarks)."""
         result = self.base(x)
         if isinstance(self.dropout, FastDropout):
-            dropped, keep_scale = self.dropout.unscaled(x)
+            dropped, input_scale = self.dropout.unscaled(x)
         else:
-            dropped, keep_scale = self.dropout(x), 1.0
+            dropped, input_scale = self.dropout(x), 1.0
         hidden = dropped @ self.lora_A.t()
         # One (N x R) elementwise product applies s, the gate and the mask together (and fast
         # dropout's 1 / (1 - p)); it costs R/d of one matmul, so the layer keeps a single code path
         # for every method.
-        weights = self.rank_weights() if keep_scale == 1.0 else self.rank_weights() * keep_scale
-        hidden = hidden * weights.to(hidden.dtype)
+        hidden = hidden * self.rank_weights(input_scale).to(hidden.dtype)
         return result + hidden @ self.lora_B.t()
 
     # ---------------------------------------------------------------------------------------------
@@ -174,9 +173,14 @@ class AdapterLinear(nn.Module):
             self.merged = True
 
     @torch.no_grad()
-    def unmerge(self) -> None:
+    def unmerge(self, original: torch.Tensor | None = None) -> None:
+        """W ← W − ΔW, or W ← ``original`` (the weight before ``merge``, exact where subtracting
+        leaves rounding)."""
         if self.merged:
-            self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
+            if original is None:
+                self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
+            else:
+                self.base.weight.copy_(original)
             self.merged = False
 
     def report(self, name: str, rank: int | None = None) -> LayerReport:

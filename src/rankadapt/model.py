@@ -98,10 +98,8 @@ class AdaptedModel:
                 layer.merge()
             yield
         finally:
-            with torch.no_grad():
-                for layer, weight in zip(layers, originals):
-                    layer.base.weight.copy_(weight)
-                    layer.merged = False
+            for layer, weight in zip(layers, originals):
+                layer.unmerge(original=weight)
 
 
 def _compact(ranks: list[int]) -> str:
