@@ -81,14 +81,26 @@ def train(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metav
     results = run_training(config)
     if _is_main_process():
         out = config.resolved_output_dir()
-        main = results["metric_for_best"]
-        final = results["final_metrics"].get(main)
-        typer.echo(f"\n{results['method']} on {results['task']}: {main} {final:.4f} (final), "
-                   f"{results['best_metrics'].get(main, float('nan')):.4f} (best, step {results['best_step']})")
+        typer.echo("\n" + final_line(results))
         typer.echo(f"results: {out / 'results.json'}")
         exported = out / ("adapter" if (out / "adapter").exists() else "model")
         if exported.exists():
             typer.echo(f"{exported.name}: {exported}")
+
+
+def final_line(results: dict) -> str:
+    """``lora on mrpc: accuracy 0.7402, f1 0.8291 (final); accuracy 0.7500, f1 0.8333 (best, step 40)``:
+    every metric of the task (the eval loss left out), main metric first."""
+    main = results["metric_for_best"]
+
+    def metrics(values: dict) -> str:
+        names = [main] * (main in values) + [k for k in values if k != main and not k.endswith("loss")]
+        return ", ".join(f"{name} {values[name]:.4f}" for name in names)
+
+    line = f"{results['method']} on {results['task']}: {metrics(results['final_metrics'])} (final)"
+    if results.get("best_metrics") and results["best_step"] != results.get("steps"):
+        line += f"; {metrics(results['best_metrics'])} (best, step {results['best_step']})"
+    return line
 
 
 @app.command("eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -121,8 +133,10 @@ def evaluate(path: Path = typer.Argument(..., help="A run directory, adapter dir
 def predict(path: Path = typer.Argument(..., help="A run, adapter or model directory."),
             texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
             file: Optional[Path] = typer.Option(None, "--file", "-f", help="A text file, one input per line."),
-            max_length: int = typer.Option(128, help="Truncate inputs to this many tokens.")):
-    """Classify texts; prints one JSON object per input (label and probability)."""
+            max_length: Optional[int] = typer.Option(None, "--max-length", "--max_length", min=8, help=(
+                "Truncate inputs to this many tokens (default: the run's data.max_length)."))):
+    """Classify texts with the run's own settings (max length, labels, single texts or TAB-separated
+    pairs); prints one JSON object per input (label and probability, or score)."""
     from .evaluation import predict_path
 
     inputs = list(texts or [])
@@ -132,7 +146,7 @@ def predict(path: Path = typer.Argument(..., help="A run, adapter or model direc
         inputs += [line for line in file.read_text().splitlines() if line.strip()]
     if not inputs:
         raise ConfigError("give texts to classify as arguments or with --file")
-    for record in predict_path(path, inputs, max_length=max_length):
+    for record in predict_path(path, inputs, max_length=max_length, echo=lambda line: typer.echo(line, err=True)):
         typer.echo(json.dumps(record))
 
 
@@ -205,9 +219,7 @@ def run_glue(args: Optional[list[str]] = typer.Argument(None, metavar="--FLAG VA
     if command.action == "eval-loralib":
         typer.echo(json.dumps(result, indent=2))
         return
-    main_metric = result["metric_for_best"]
-    typer.echo(f"\n{result['method']} on {result['task']}: {main_metric} {result['final_metrics'][main_metric]:.4f}; "
-               f"results: {command.config.resolved_output_dir() / 'results.json'}")
+    typer.echo(f"\n{final_line(result)}\nresults: {command.config.resolved_output_dir() / 'results.json'}")
 
 
 @config_app.command("show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

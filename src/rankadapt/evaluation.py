@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .data import get_task, load_task_data
-from .inference import label_names_for, load_trained, predict_texts, run_config_for
+from .data import load_task_data
+from .inference import (load_trained, predict_texts, prediction_settings, run_config_for,
+                        split_pairs)
 
 
 def evaluate_path(path: str | Path, overrides: list[str]) -> dict[str, Any]:
@@ -25,18 +27,28 @@ def evaluate_path(path: str | Path, overrides: list[str]) -> dict[str, Any]:
             "eval_examples": {k: len(v) for k, v in data.eval_splits.items()}, "metrics": metrics}
 
 
-def predict_path(path: str | Path, texts: list[str], max_length: int = 128) -> list[dict[str, Any]]:
+def predict_path(path: str | Path, inputs: list[str], max_length: int | None = None,
+                 echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Predictions with the run's own max length, labels and input kind (single texts or pairs);
+    ``max_length`` overrides the stored length. ``echo`` is told the settings used."""
     config = run_config_for(path, [])
-    labels = label_names_for(path) or get_task(config.data.task).label_names
-    num_labels = len(labels) if labels else 1
-    trained = load_trained(path, config, num_labels, labels)
-    return predict_texts(trained, texts, max_length=max_length)
+    settings = prediction_settings(path, config, max_length)
+    texts, pairs = split_pairs(inputs, settings)
+    if echo:
+        echo(f"predict: {settings.describe()}")
+    labels = settings.label_names
+    trained = load_trained(path, config, len(labels) if labels else 1, labels)
+    return predict_texts(trained, texts, pairs, max_length=settings.max_length)
 
 
 def export_merged_path(path: str | Path, out_dir: str | Path) -> Path:
     from .export import export_merged
 
     config = run_config_for(path, [])
-    labels = label_names_for(path) or get_task(config.data.task).label_names
+    settings = prediction_settings(path, config)
+    labels = settings.label_names
     trained = load_trained(path, config, len(labels) if labels else 1, labels)
-    return export_merged(trained.adapted, out_dir, tokenizer=trained.tokenizer)
+    # The merged model carries the run's settings too, so that predict/eval on it match the run.
+    meta = {"task": settings.task, "label_names": labels, "max_length": settings.max_length,
+            "is_pair": settings.is_pair}
+    return export_merged(trained.adapted, out_dir, tokenizer=trained.tokenizer, meta=meta)

@@ -135,8 +135,10 @@ def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> Adapt
     return adapted
 
 
-def export_merged(adapted: AdaptedModel, out_dir: str | os.PathLike, tokenizer=None) -> Path:
-    """A plain transformers model directory with ΔW folded into W (no adapter cost at inference)."""
+def export_merged(adapted: AdaptedModel, out_dir: str | os.PathLike, tokenizer=None,
+                  meta: dict[str, Any] | None = None) -> Path:
+    """A plain transformers model directory with ΔW folded into W (no adapter cost at inference);
+    ``meta`` (the run's task, labels, max length) goes to ``rankadapt.json`` beside it."""
     model = copy.deepcopy(adapted.model)
     for name, module in list(model.named_modules()):
         if isinstance(module, AdapterLinear):
@@ -148,6 +150,8 @@ def export_merged(adapted: AdaptedModel, out_dir: str | os.PathLike, tokenizer=N
         model.save_pretrained(str(tmp), safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        if meta:
+            (tmp / RANKADAPT_META).write_text(json.dumps(meta, indent=2))
     return Path(out_dir)
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from .config import RunConfig, build_config, parse_overrides, read_yaml, _deep_merge
-from .errors import ModelError
+from .data import get_task
+from .errors import ConfigError, ModelError
 from .export import ADAPTER_CONFIG, RANKADAPT_META, load_peft_adapter
 from .model import AdaptedModel, prepare_model
 from .models import load_model, load_tokenizer
@@ -55,13 +56,10 @@ def run_config_for(path: str | Path, overrides: list[str] | None = None) -> RunC
     run_dir = path if (path / "config.yaml").is_file() else weights.parent
     if (run_dir / "config.yaml").is_file():
         data = read_yaml(run_dir / "config.yaml")
-    elif kind == "adapter":
-        adapter_config = json.loads((weights / ADAPTER_CONFIG).read_text())
-        meta = _meta(weights)
-        data = {"model": {"name": adapter_config.get("base_model_name_or_path")},
-                "data": {"task": meta.get("task", "imdb"), "max_length": meta.get("max_length", 128)}}
     else:
-        data = {"model": {"name": str(weights)}}
+        name = (json.loads((weights / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+                if kind == "adapter" else str(weights))
+        data = {"model": {"name": name}, "data": _stored_data_settings(_meta(weights))}
     data.pop("output_dir", None)
     data.setdefault("method", {})
     # Evaluation loads the trained weights; the method block only describes how they were made.
@@ -90,6 +88,15 @@ def load_trained(path: str | Path, config: RunConfig, num_labels: int,
     return Trained(config, model, tokenizer, adapted, label_names, weights)
 
 
+def _stored_data_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """The task and max length an exported directory records. A ``custom`` task is left out: its
+    files are not part of the export, so evaluating needs them as ``data.*`` overrides anyway."""
+    data = {"max_length": meta.get("max_length", 128)}
+    if meta.get("task", "custom") != "custom":
+        data["task"] = meta["task"]
+    return data
+
+
 def _meta(weights: Path) -> dict[str, Any]:
     path = weights / RANKADAPT_META
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -107,6 +114,47 @@ def label_names_for(path: str | Path) -> tuple[str, ...] | None:
     return None
 
 
+@dataclass(frozen=True)
+class PredictionSettings:
+    """How ``predict`` encodes its inputs: the settings the run trained and evaluated with, so that a
+    prediction equals what evaluation would have computed for the same text."""
+
+    task: str
+    max_length: int
+    label_names: tuple[str, ...] | None
+    is_pair: bool
+
+    def describe(self) -> str:
+        labels = ", ".join(self.label_names) if self.label_names else "a regression score"
+        inputs = "sentence pairs (first<TAB>second)" if self.is_pair else "single texts"
+        return f"task {self.task}: {inputs}, truncated to {self.max_length} tokens, labels {labels}"
+
+
+def prediction_settings(path: str | Path, config: RunConfig, max_length: int | None = None) -> PredictionSettings:
+    """The stored settings of a run/adapter/model directory (``config.yaml``, ``rankadapt.json``),
+    with ``max_length`` as an explicit override."""
+    weights, _ = locate(path)
+    meta = _meta(weights)
+    task = meta.get("task") or config.data.task
+    spec = None if task == "custom" else get_task(task)
+    labels = label_names_for(path) or (spec.label_names if spec else None)
+    is_pair = meta.get("is_pair", spec.is_pair if spec else config.data.text_pair_column is not None)
+    return PredictionSettings(task, max_length or config.data.max_length, labels, bool(is_pair))
+
+
+def split_pairs(inputs: list[str], settings: PredictionSettings) -> tuple[list[str], list[str] | None]:
+    """(texts, second texts or None): a pair task's inputs are ``first<TAB>second``."""
+    if not settings.is_pair:
+        return inputs, None
+    unpaired = [text for text in inputs if "\t" not in text]
+    if unpaired:
+        raise ConfigError(f"the model classifies sentence pairs (task {settings.task}); give each input as "
+                          f"'first sentence<TAB>second sentence' (e.g. one pair per line of --file); "
+                          f"without a tab: {unpaired[0][:60]!r}")
+    first, second = zip(*(text.split("\t", 1) for text in inputs))
+    return list(first), list(second)
+
+
 @torch.no_grad()
 def predict_texts(trained: Trained, texts: list[str], pairs: list[str] | None = None,
                   max_length: int = 128, batch_size: int = 32) -> list[dict[str, Any]]:
@@ -118,12 +166,14 @@ def predict_texts(trained: Trained, texts: list[str], pairs: list[str] | None = 
         pair = pairs[start:start + batch_size] if pairs else None
         enc = trained.tokenizer(chunk, pair, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
         logits = trained.model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
+        inputs = [{"text": t} if pair is None else {"text": t, "text_pair": p}
+                  for t, p in zip(chunk, pair or chunk)]
         if logits.shape[-1] == 1:
-            out.extend({"text": t, "score": float(s)} for t, s in zip(chunk, logits[:, 0]))
+            out.extend({**i, "score": float(s)} for i, s in zip(inputs, logits[:, 0]))
             continue
         probs = logits.softmax(-1)
-        for text, p in zip(chunk, probs):
+        for i, p in zip(inputs, probs):
             idx = int(p.argmax())
             label = trained.label_names[idx] if trained.label_names else str(idx)
-            out.append({"text": text, "label": label, "probability": float(p[idx])})
+            out.append({**i, "label": label, "probability": float(p[idx])})
     return out

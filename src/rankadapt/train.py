@@ -513,12 +513,24 @@ def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
     from .export import export_merged, export_peft
 
     if run.adapted.adapters:
-        meta = {"task": run.data.task.name, "label_names": run.data.task.label_names,
-                "max_length": run.config.data.max_length, "step": loop.step, "metrics": loop.best_metrics}
+        meta = {**_prediction_meta(run), "step": loop.step, "metrics": loop.best_metrics}
         export_peft(run.adapted, target, base_model=run.config.model.name, extra_meta=meta)
         run.tokenizer.save_pretrained(str(target))
     else:
-        export_merged(run.adapted, target, tokenizer=run.tokenizer)
+        export_merged(run.adapted, target, tokenizer=run.tokenizer, meta=_prediction_meta(run))
+
+
+def _prediction_meta(run: Run) -> dict[str, Any]:
+    """What ``predict`` needs to encode inputs as this run did (``rankadapt.json``). ``id2label`` /
+    ``label2id`` are in transformers' own form: ``from_pretrained(base, id2label=..., label2id=...)``
+    gives a stock PEFT model the label names (README, "Exported adapters and PEFT")."""
+    task, names = run.data.task, run.data.task.label_names
+    meta = {"task": task.name, "label_names": names, "max_length": run.config.data.max_length,
+            "is_pair": task.is_pair}
+    if names:
+        meta["id2label"] = {str(i): name for i, name in enumerate(names)}
+        meta["label2id"] = {name: i for i, name in enumerate(names)}
+    return meta
 
 
 def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) -> dict[str, Any]:
