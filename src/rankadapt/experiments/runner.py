@@ -8,12 +8,16 @@ finished run whose configuration has since changed is reported and kept unless `
 and a checkpoint of other settings is never resumed. ``{output_root}/sweep.json`` records every
 run's status, main metric and time, across restarts. A run that fails with a user-facing error is
 recorded and the sweep goes on; the sweep then ends with an error listing how many failed.
+
+In the terminal: each run's main metric as it finishes, and at the end a table of the median over
+seeds per method × task of every finished run of the sweep (those skipped as finished included).
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -96,18 +100,24 @@ def run_sweep(sweep: Sweep, *, rerun_changed: bool = False, dry_run: bool = Fals
         listed = "\n  ".join(str(r.run_dir) for r in changed[:5]) + ("\n  ..." if len(changed) > 5 else "")
         raise ConfigError(f"{len(changed)} finished runs were made with other settings than the sweep asks now:\n  "
                           f"{listed}\nkeep them (use another output_root), delete them, or pass --rerun-changed")
-    manifest, failures, outcome = Manifest(sweep), [], []
+    manifest, failures, outcome, finished = Manifest(sweep), [], [], []
     total = len(sweep.runs)
     for index, (run, status) in enumerate(zip(sweep.runs, statuses), 1):
         if status == "finished":
             echo(f"[{index}/{total}] {run.describe()}: finished, skipped")
-            manifest.mark(run, "finished", **_main_metric(json.loads((run.run_dir / RESULTS_FILE).read_text())))
+            result = json.loads((run.run_dir / RESULTS_FILE).read_text())
+            manifest.mark(run, "finished", **_main_metric(result))
             outcome.append("skipped")
+            finished.append((run, result))
             continue
         result = _execute(run, status == "partial", manifest, f"[{index}/{total}]", echo)
         outcome.append("failed" if result is None else "ran")
         if result is None:
             failures.append(run)
+        else:
+            finished.append((run, result))
+    if finished:
+        echo("\n".join(summary_table(finished)))
     counts = _count(outcome)
     echo(f"sweep {sweep.name}: {counts.get('ran', 0)} ran, {counts.get('skipped', 0)} skipped (finished), "
          f"{counts.get('failed', 0)} failed; progress in {manifest.path}")
@@ -136,8 +146,38 @@ def _execute(run: SweepRun, resume: bool, manifest: Manifest, prefix: str,
         raise
     finally:
         gc.collect()
-    manifest.mark(run, "finished", **_main_metric(results))
+    main = _main_metric(results)
+    manifest.mark(run, "finished", **main)
+    echo(f"{prefix} {run.describe()}: {_format_main(main)}")
     return results
+
+
+def _format_main(main: dict[str, Any]) -> str:
+    value = "—" if main["value"] is None else f"{main['value']:.4f}"
+    seconds = "" if main["seconds"] is None else f" after {main['seconds']:.0f} s of training"
+    return f"{main['metric']} {value}{seconds}"
+
+
+def summary_table(finished: list[tuple[SweepRun, dict[str, Any]]]) -> list[str]:
+    """Lines of a method × task table: the median over seeds of each task's main metric (final
+    evaluation), with the number of seeds; the report (``rankadapt report``) has the full picture."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    metric_of: dict[str, str] = {}
+    for run, results in finished:
+        main = _main_metric(results)
+        task = run.task if len({r.model for r, _ in finished}) == 1 else f"{run.task}/{run.model}"
+        metric_of.setdefault(task, main["metric"])
+        if main["value"] is not None:
+            cells.setdefault((run.method, task), []).append(main["value"])
+    methods = list(dict.fromkeys(run.method for run, _ in finished))
+    tasks = list(metric_of)
+    rows = [["method", *(f"{t} {metric_of[t]}" for t in tasks)]]
+    for method in methods:
+        values = [cells.get((method, t)) for t in tasks]
+        rows.append([method, *(f"{statistics.median(v):.4f} ({len(v)})" if v else "—" for v in values)])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return ["median over seeds of the final main metric (number of seeds):", *lines]
 
 
 def _count(items: list[str]) -> dict[str, int]:
