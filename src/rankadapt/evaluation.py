@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .data import load_task_data
-from .inference import (load_trained, predict_texts, prediction_settings, run_config_for,
-                        split_pairs)
+from .inference import load_trained, predict_texts, prediction_settings, run_config_for, split_pairs
+from .progress import phase
 
 
 def evaluate_path(path: str | Path, overrides: list[str]) -> dict[str, Any]:
@@ -19,10 +19,11 @@ def evaluate_path(path: str | Path, overrides: list[str]) -> dict[str, Any]:
     data = load_task_data(config.data)
     trained = load_trained(path, config, data.task.num_labels, data.task.label_names)
     accelerator = make_accelerator(config)
-    train_set, eval_sets = encode_splits(config, data, trained.tokenizer)
+    show = accelerator.is_main_process and config.train.progress
+    train_set, eval_sets = encode_splits(config, data, trained.tokenizer, show_progress=show)
     _, loaders = make_loaders(config, train_set, eval_sets, trained.tokenizer, accelerator.num_processes)
     model, *prepared = accelerator.prepare(trained.model, *loaders.values())
-    metrics = evaluate_loaders(model, dict(zip(loaders, prepared)), data.task, accelerator)
+    metrics = evaluate_loaders(model, dict(zip(loaders, prepared)), data.task, accelerator, show_progress=show)
     return {"task": data.task.name, "source": str(trained.source), "data": data.source,
             "eval_examples": {k: len(v) for k, v in data.eval_splits.items()}, "metrics": metrics}
 
@@ -30,7 +31,8 @@ def evaluate_path(path: str | Path, overrides: list[str]) -> dict[str, Any]:
 def predict_path(path: str | Path, inputs: list[str], max_length: int | None = None,
                  echo: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Predictions with the run's own max length, labels and input kind (single texts or pairs);
-    ``max_length`` overrides the stored length. ``echo`` is told the settings used."""
+    ``max_length`` overrides the stored length. ``echo`` is told the settings used (and a progress bar
+    is shown on stderr)."""
     config = run_config_for(path, [])
     settings = prediction_settings(path, config, max_length)
     texts, pairs = split_pairs(inputs, settings)
@@ -38,7 +40,7 @@ def predict_path(path: str | Path, inputs: list[str], max_length: int | None = N
         echo(f"predict: {settings.describe()}")
     labels = settings.label_names
     trained = load_trained(path, config, len(labels) if labels else 1, labels)
-    return predict_texts(trained, texts, pairs, max_length=settings.max_length)
+    return predict_texts(trained, texts, pairs, max_length=settings.max_length, show_progress=echo is not None)
 
 
 def export_merged_path(path: str | Path, out_dir: str | Path) -> Path:
@@ -51,4 +53,5 @@ def export_merged_path(path: str | Path, out_dir: str | Path) -> Path:
     # The merged model carries the run's settings too, so that predict/eval on it match the run.
     meta = {"task": settings.task, "label_names": labels, "max_length": settings.max_length,
             "is_pair": settings.is_pair}
-    return export_merged(trained.adapted, out_dir, tokenizer=trained.tokenizer, meta=meta)
+    with phase(f"exporting {out_dir}", show=True):
+        return export_merged(trained.adapted, out_dir, tokenizer=trained.tokenizer, meta=meta)

@@ -157,11 +157,14 @@ def split_pairs(inputs: list[str], settings: PredictionSettings) -> tuple[list[s
 
 @torch.no_grad()
 def predict_texts(trained: Trained, texts: list[str], pairs: list[str] | None = None,
-                  max_length: int = 128, batch_size: int = 32) -> list[dict[str, Any]]:
+                  max_length: int = 128, batch_size: int = 32, show_progress: bool = False) -> list[dict[str, Any]]:
     """Label and probability (or score, for regression) of each text."""
+    from .progress import bar
+
     out = []
     device = next(trained.model.parameters()).device
-    for start in range(0, len(texts), batch_size):
+    starts = range(0, len(texts), batch_size)
+    for start in bar(len(starts), "predict", "batch", show_progress and len(starts) > 1, leave=False, iterable=starts):
         chunk = texts[start:start + batch_size]
         pair = pairs[start:start + batch_size] if pairs else None
         enc = trained.tokenizer(chunk, pair, truncation=True, max_length=max_length, padding=True, return_tensors="pt")

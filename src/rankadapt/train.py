@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from .methods import StepContext
 from .metrics import compute_metrics, predictions_from_logits
 from .model import AdaptedModel, prepare_model, trainable_state_dict
 from .models import load_model, load_tokenizer
+from .progress import bar, phase
 from .tracking import RunLogger
 from .versions import package_versions
 
@@ -107,12 +107,15 @@ def make_accelerator(config: RunConfig):
     return Accelerator(cpu=config.train.device == "cpu", mixed_precision=config.train.mixed_precision)
 
 
-def encode_splits(config: RunConfig, data: TaskData, tokenizer) -> tuple[EncodedDataset, dict[str, EncodedDataset]]:
+def encode_splits(config: RunConfig, data: TaskData, tokenizer, show_progress: bool = False
+                  ) -> tuple[EncodedDataset, dict[str, EncodedDataset]]:
     key = f"{config.model.name}|{data.task.name}"
-    train = encode(data.train, tokenizer, config.data.max_length, config.data.cache_dir, key + "|train")
-    evals = {name: encode(split, tokenizer, config.data.max_length, config.data.cache_dir, f"{key}|{name}")
-             for name, split in data.eval_splits.items()}
-    return train, evals
+
+    def encoded(split, name: str) -> EncodedDataset:
+        label = f"tokenising {name}" if show_progress and config.train.progress else None
+        return encode(split, tokenizer, config.data.max_length, config.data.cache_dir, f"{key}|{name}", label)
+
+    return encoded(data.train, "train"), {name: encoded(split, name) for name, split in data.eval_splits.items()}
 
 
 def make_loaders(config: RunConfig, train: EncodedDataset, evals: dict[str, EncodedDataset], tokenizer,
@@ -187,7 +190,7 @@ def build_run(config: RunConfig) -> Run:
     run_dir = config.resolved_output_dir()
     data = load_task_data(config.data)
     tokenizer = load_tokenizer(config.model.name)
-    train_set, eval_sets = encode_splits(config, data, tokenizer)
+    train_set, eval_sets = encode_splits(config, data, tokenizer, show_progress=accelerator.is_main_process)
     # Seed everything before the head and the adapters are created, so their init is reproducible.
     set_seed(config.train.seed)
     model = load_model(config.model, data.task.num_labels, data.task.label_names)
@@ -223,21 +226,24 @@ def build_run(config: RunConfig) -> Run:
 def evaluate(run: Run) -> dict[str, float]:
     """Metrics on the eval splits, computed with ΔW merged into W (the same function, cheaper)."""
     with run.adapted.merged_for_evaluation():
-        return evaluate_loaders(run.model, run.eval_loaders, run.data.task, run.accelerator)
+        return evaluate_loaders(run.model, run.eval_loaders, run.data.task, run.accelerator,
+                                show_progress=run.is_main and run.config.train.progress)
 
 
 @torch.no_grad()
-def evaluate_loaders(model, loaders: dict[str, DataLoader], task, accelerator) -> dict[str, float]:
+def evaluate_loaders(model, loaders: dict[str, DataLoader], task, accelerator,
+                     show_progress: bool = False) -> dict[str, float]:
     """Metrics on every eval split, gathered over processes (no duplicates: gather_for_metrics).
 
     With several splits (MNLI) each metric is prefixed by its split: ``matched_accuracy``.
+    ``show_progress``: a bar per split (batches), gone when the split is done.
     """
     was_training = model.training
     model.eval()
     metrics: dict[str, float] = {}
     for split, loader in loaders.items():
         logits, labels = [], []
-        for batch in loader:
+        for batch in bar(len(loader), f"eval {split}", "batch", show_progress, leave=False, iterable=loader):
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             out = model(**inputs).logits.float()
             out, lab = accelerator.gather_for_metrics((out, batch["labels"]))
@@ -315,7 +321,7 @@ def _training_loop(run: Run, loop: LoopState) -> None:
     num_epochs = math.ceil(run.total_steps / run.steps_per_epoch)
     progress = _progress_bar(run, loop.step)
     batches, device, num_processes = run.train_loader.batch_sampler, accelerator.device, accelerator.num_processes
-    window = {"loss": 0.0, "reg": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter()}
+    window = {"loss": 0.0, "reg": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter(), "shown_sps": "-"}
     if policy.rank_adaptive and loop.step == 0:
         run.logger.log("ranks", 0, ranks=run.adapted.rank_pattern(), total=sum(run.adapted.rank_pattern().values()))
     model.train()
@@ -371,9 +377,9 @@ def _training_loop(run: Run, loop: LoopState) -> None:
                 policy.broadcast_state(adapters)
                 pattern = run.adapted.rank_pattern()
                 run.logger.log("ranks", loop.step, ranks=pattern, total=sum(pattern.values()))
-            progress.update(1)
             if loop.step % config.train.logging_steps == 0 or loop.step == run.total_steps:
                 _log_train(run, loop, window, ctx, progress)
+            _advance_bar(run, loop, window, ctx.lr, progress)
             epoch_end = batches_left == 0
             if _eval_due(config, loop.step, epoch_end, run.total_steps):
                 loop.train_seconds += time.perf_counter() - tic
@@ -512,12 +518,13 @@ def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
         return
     from .export import export_merged, export_peft
 
-    if run.adapted.adapters:
-        meta = {**_prediction_meta(run), "step": loop.step, "metrics": loop.best_metrics}
-        export_peft(run.adapted, target, base_model=run.config.model.name, extra_meta=meta)
-        run.tokenizer.save_pretrained(str(target))
-    else:
-        export_merged(run.adapted, target, tokenizer=run.tokenizer, meta=_prediction_meta(run))
+    with phase(f"exporting {target}", run.config.train.progress):
+        if run.adapted.adapters:
+            meta = {**_prediction_meta(run), "step": loop.step, "metrics": loop.best_metrics}
+            export_peft(run.adapted, target, base_model=run.config.model.name, extra_meta=meta)
+            run.tokenizer.save_pretrained(str(target))
+        else:
+            export_merged(run.adapted, target, tokenizer=run.tokenizer, meta=_prediction_meta(run))
 
 
 def _prediction_meta(run: Run) -> dict[str, Any]:
@@ -578,10 +585,20 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
 # ==================================================================================================
 
 def _progress_bar(run: Run, initial: int):
-    from tqdm.auto import tqdm
+    return bar(run.total_steps, "train", "step", run.is_main and run.config.train.progress, initial=initial)
 
-    return tqdm(total=run.total_steps, initial=initial, desc="train", unit="step", dynamic_ncols=True,
-                disable=not (run.is_main and run.config.train.progress), file=sys.stderr)
+
+def _advance_bar(run: Run, loop: LoopState, window: dict[str, Any], lr: float, progress) -> None:
+    """One optimizer step on the bar, which shows the mean task loss of the steps since the last
+    logged one (on one process; several processes show the logged, global value: each process only
+    knows its own share of the loss until the log sums them). The last step is drawn once, by close()."""
+    if window["batches"] and run.accelerator.num_processes == 1:
+        progress.set_postfix(loss=f"{window['loss'] / window['batches']:.4f}", lr=f"{lr:.2e}",
+                             sps=window["shown_sps"], refresh=False)
+    if loop.step < run.total_steps:
+        progress.update(1)
+    else:
+        progress.n = loop.step
 
 
 def _log_train(run: Run, loop: LoopState, window: dict[str, Any], ctx: StepContext, progress) -> None:
@@ -596,7 +613,8 @@ def _log_train(run: Run, loop: LoopState, window: dict[str, Any], ctx: StepConte
     if window["reg"]:
         record["regularization"] = window["reg"] / max(window["batches"], 1)
     run.logger.log("train", loop.step, **record)
-    progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{ctx.lr:.2e}", sps=f"{record['samples_per_second']:.1f}")
+    window["shown_sps"] = f"{record['samples_per_second']:.1f}"
+    progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{ctx.lr:.2e}", sps=window["shown_sps"], refresh=False)
     window.update(loss=0.0, reg=0.0, batches=0, samples=0, start=time.perf_counter())
 
 

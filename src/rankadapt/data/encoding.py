@@ -74,36 +74,41 @@ class EncodedDataset(torch.utils.data.Dataset):
 # Tokenising and caching
 # ==================================================================================================
 
-def encode(examples: Examples, tokenizer, max_length: int, cache_dir: str | Path | None, cache_key: str
-           ) -> EncodedDataset:
+def encode(examples: Examples, tokenizer, max_length: int, cache_dir: str | Path | None, cache_key: str,
+           progress: str | None = None) -> EncodedDataset:
     """Token ids of ``examples`` (truncated to ``max_length``), from the cache when present.
 
     The cache is an optimisation only: an unreadable entry is recomputed and an unwritable cache
-    directory is reported once in the log, never an error.
+    directory is reported once in the log, never an error. ``progress``: the label of a progress bar
+    shown while tokenising (none when ``None`` or when the cache answers).
     """
     path = _cache_path(examples, tokenizer, max_length, cache_dir, cache_key)
     cached = _load(path)
     if cached is not None:
         return cached
-    dataset = tokenize(examples, tokenizer, max_length)
+    dataset = tokenize(examples, tokenizer, max_length, progress)
     _save(dataset, path)
     return dataset
 
 
-def tokenize(examples: Examples, tokenizer, max_length: int) -> EncodedDataset:
+def tokenize(examples: Examples, tokenizer, max_length: int, progress: str | None = None) -> EncodedDataset:
     """One batched tokenizer call per chunk; truncation only (padding is per batch, later)."""
+    from ..progress import bar
+
     ids, types, lengths = [], [], []
     with_types = True
-    for start in range(0, len(examples), _CHUNK):
-        end = start + _CHUNK
-        pair = None if examples.text_pair is None else examples.text_pair[start:end]
-        batch = tokenizer(examples.text[start:end], pair, truncation=True, max_length=max_length, padding=False)
-        with_types = with_types and "token_type_ids" in batch
-        for i, seq in enumerate(batch["input_ids"]):
-            ids.extend(seq)
-            lengths.append(len(seq))
-            if with_types:
-                types.extend(batch["token_type_ids"][i])
+    with bar(len(examples), progress or "", "example", show=progress is not None, leave=False) as shown:
+        for start in range(0, len(examples), _CHUNK):
+            end = start + _CHUNK
+            pair = None if examples.text_pair is None else examples.text_pair[start:end]
+            batch = tokenizer(examples.text[start:end], pair, truncation=True, max_length=max_length, padding=False)
+            with_types = with_types and "token_type_ids" in batch
+            for i, seq in enumerate(batch["input_ids"]):
+                ids.extend(seq)
+                lengths.append(len(seq))
+                if with_types:
+                    types.extend(batch["token_type_ids"][i])
+            shown.update(len(batch["input_ids"]))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     labels = np.asarray(examples.labels, dtype=np.float32 if _is_float(examples.labels) else np.int64)
