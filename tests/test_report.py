@@ -118,3 +118,40 @@ def test_rank_grid_is_layers_by_module_types():
 def test_durations_switch_units_on_the_rounded_value():
     assert [_seconds(x) for x in (None, 59.4, 119.4, 119.6, 150.0, 7300.0)] == \
         ["—", "59 s", "119 s", "2.0 min", "2.5 min", "2.0 h"]
+
+
+def test_short_runs_plot_single_points_with_markers_and_legends(tmp_path, monkeypatch):
+    from rankadapt.experiments import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    events = [{"event": "train", "step": 2, "loss": 0.69}, {"event": "eval", "step": 2, "accuracy": 0.5}]
+    plots.learning_curves("rte", [{"method": "lora", "events": events}, {"method": "sora", "events": events}],
+                          "accuracy", tmp_path / "curves.png")
+    loss_ax, metric_ax = figures[0].axes
+    assert [line.get_marker() for line in loss_ax.get_lines()] == ["o", "o"]  # a lone point is visible
+    for ax in (loss_ax, metric_ax):
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == ["lora", "sora"]
+
+
+def test_model_table_counts_parameters_with_head_from_adapter_runs(tmp_path):
+    from rankadapt.experiments.report import model_table
+
+    run_dir = write_run(tmp_path / "runs", "rte", "lora", 0, 0.7)
+    results = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").write_text(json.dumps({**results, "base_parameters": 28976}))
+    table = model_table(collect_runs(tmp_path / "runs"))
+    assert table.rows == [["tiny", "org/tiny", "28,976"]]
+
+
+def test_base_parameters_are_the_models_own_count_head_included():
+    from conftest import tiny_model
+    from rankadapt import MethodConfig, prepare_model
+    from rankadapt.train import _adapter_tensor_parameters
+
+    for method in ("lora", "sora", "elalora"):
+        model = tiny_model()
+        plain = sum(p.numel() for p in model.parameters())
+        adapted = prepare_model(model, MethodConfig(name=method, lora_r=4))
+        assert adapted.total_parameters() > plain
+        assert adapted.total_parameters() - _adapter_tensor_parameters(adapted) == plain

@@ -553,6 +553,7 @@ def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) ->
         "metric_for_best": best_metric_name(run),
         "trainable_parameters": adapted.trainable_parameters(),
         "total_parameters": adapted.total_parameters(),
+        "base_parameters": adapted.total_parameters() - _adapter_tensor_parameters(adapted),
         "adapter_parameters": adapted.adapter_parameters(),
         "steps": loop.step,
         "total_steps": run.total_steps,
@@ -572,6 +573,12 @@ def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) ->
         if run.config.method.budget:
             results["budget"] = run.config.method.budget
     return results
+
+
+def _adapter_tensor_parameters(adapted: AdaptedModel) -> int:
+    """Parameters the adapters add at their full capacity (A, B and trainable gates): the total less
+    these is the model's own count, head included, as the report's model table shows it."""
+    return sum(p.numel() for layer in adapted.adapters.values() for p in layer.parameters(recurse=False))
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:

@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 from ..config import MODULE_NAMES  # noqa: E402
 
 _LAYER = re.compile(r"\.(\d+)\.")
+_MARKERS_UP_TO = 30
+"""Loss curves with at most this many logged points are drawn with markers."""
 
 
 def _colors(labels: Sequence[str]) -> dict[str, Any]:
@@ -50,8 +52,9 @@ def learning_curves(task: str, runs: Sequence[dict[str, Any]], metric: str, path
         seen.add(run["method"])
         train = [(e["step"], e["loss"]) for e in run["events"] if e["event"] == "train" and "loss" in e]
         evals = [(e["step"], e[metric]) for e in run["events"] if e["event"] == "eval" and metric in e]
-        if train:
-            loss_ax.plot(*zip(*train), color=colors[run["method"]], lw=1, alpha=0.7, label=label)
+        if train:  # markers where there are few points: a run that logged once is a point, not an empty panel
+            loss_ax.plot(*zip(*train), color=colors[run["method"]], lw=1, alpha=0.7, label=label,
+                         marker="o" if len(train) <= _MARKERS_UP_TO else None, ms=3)
         if len(set(evals)) == 1 and not train:  # an untrained baseline (none): one value, drawn as a level
             metric_ax.axhline(evals[0][1], color=colors[run["method"]], lw=1, ls="--", alpha=0.8, label=label)
         elif evals:
@@ -61,8 +64,8 @@ def learning_curves(task: str, runs: Sequence[dict[str, Any]], metric: str, path
     metric_ax.set(title=f"{task}: eval {metric}", xlabel="optimizer step", ylabel=metric)
     for ax in (loss_ax, metric_ax):
         ax.grid(alpha=0.3)
-    if seen:
-        metric_ax.legend(fontsize=8, loc="best")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="best")
     return _save(fig, path)
 
 

@@ -218,11 +218,18 @@ def model_table(records: list[RunRecord]) -> Table:
         models.setdefault(r.model, []).append(r)
     rows = []
     for label, runs in models.items():
-        # Runs without adapters (none/head/full) count exactly the base model and its head.
-        plain = [r.results["total_parameters"] for r in runs if r.results.get("rank_pattern") is None
-                 and r.results.get("total_parameters")]
-        rows.append([label, _unique([r.results.get("model") for r in runs]), _num(min(plain)) if plain else "—"])
+        rows.append([label, _unique([r.results.get("model") for r in runs]), _num(_base_parameters(runs))])
     return Table(["model", "name", "parameters (with head)"], rows)
+
+
+def _base_parameters(runs: list[RunRecord]) -> float | None:
+    """The model's own parameters, head included: ``base_parameters`` of any run, else the total of a
+    run without adapters (none/head/full count exactly the base model and its head; results written
+    before ``base_parameters`` existed have only that)."""
+    counts = [r.results.get("base_parameters") or (r.results.get("total_parameters")
+                                                   if r.results.get("rank_pattern") is None else None) for r in runs]
+    counts = [c for c in counts if c]
+    return min(counts) if counts else None
 
 
 # ==================================================================================================
