@@ -92,3 +92,17 @@ def test_final_line_prints_every_metric_of_the_task(trained_run):
     _, _, output = trained_run
     line = next(line for line in output.splitlines() if line.startswith("lora on custom:"))
     assert "accuracy " in line and "f1 " in line and "loss" not in line
+
+
+def test_stock_peft_gets_the_label_names_with_the_readme_recipe(trained_run):
+    """README, "Exported adapters and PEFT": the label names of rankadapt.json as id2label/label2id."""
+    import peft
+    from transformers import AutoModelForSequenceClassification
+
+    run_dir, tmp, _ = trained_run
+    names = json.loads((run_dir / "adapter" / "rankadapt.json").read_text())["label_names"]
+    base = AutoModelForSequenceClassification.from_pretrained(
+        tmp / "model", id2label=dict(enumerate(names)), label2id={name: i for i, name in enumerate(names)})
+    model = peft.PeftModel.from_pretrained(base, run_dir / "adapter")
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    assert model.config.label2id == {"negative": 0, "positive": 1}

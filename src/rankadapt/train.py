@@ -528,16 +528,12 @@ def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
 
 
 def _prediction_meta(run: Run) -> dict[str, Any]:
-    """What ``predict`` needs to encode inputs as this run did (``rankadapt.json``). ``id2label`` /
-    ``label2id`` are in transformers' own form: ``from_pretrained(base, id2label=..., label2id=...)``
-    gives a stock PEFT model the label names (README, "Exported adapters and PEFT")."""
-    task, names = run.data.task, run.data.task.label_names
-    meta = {"task": task.name, "label_names": names, "max_length": run.config.data.max_length,
+    """What ``predict`` needs to encode inputs as this run did (``rankadapt.json``); ``label_names``
+    (class i is ``label_names[i]``) also give a stock PEFT model its labels (README, "Exported
+    adapters and PEFT")."""
+    task = run.data.task
+    return {"task": task.name, "label_names": task.label_names, "max_length": run.config.data.max_length,
             "is_pair": task.is_pair}
-    if names:
-        meta["id2label"] = {str(i): name for i, name in enumerate(names)}
-        meta["label2id"] = {name: i for i, name in enumerate(names)}
-    return meta
 
 
 def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) -> dict[str, Any]:
