@@ -2,7 +2,7 @@
 
 The parameterisation, regulariser and importance scores are AdaLoRA's (:class:`.allocation.ImportancePolicy`):
 ΔW = s · B · diag(λ ⊙ m) · A, λ init 0, A, B ~ N(0, 0.02), s = lora_alpha / lora_r constant, loss
-term γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) over the active slots only. Each matrix
+term γ · Σ over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) / 2L over the active slots only. Each matrix
 holds R = ``max_rank`` slots (default 2 × lora_r); the first lora_r start active (m = 1).
 
 At round steps (t > t_i, (t − t_i) % ``mask_interval`` == 0, t < T − t_f) the b_t = round(b(1 − p³))
@@ -38,8 +38,8 @@ Choices and departures:
 - ``setup`` rejects ``max_rank`` above the smallest side of an adapted matrix: a full matrix would have
   no orthogonal direction left to grow into.
 - ``target_rank``/``target_total_rank`` are not used: ElaLoRA conserves the initial total rank.
-- γ has the same factor-2 relation to the official code's normalisation as AdaLoRA's (see
-  :mod:`.adalora`, point 4).
+- γ is normalised as in the official code and PEFT (sum of the A and B terms over 2L,
+  :mod:`.regularizers`), so an official ``reg_orth_coef`` runs at its official strength.
 """
 
 from __future__ import annotations

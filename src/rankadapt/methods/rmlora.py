@@ -3,9 +3,9 @@
 A LoRA adapter (R = r, g ≡ 1, m ≡ 1, s = lora_alpha / lora_r) with A ~ N(0, 0.02) and B = 0, trained
 with two additions:
 
-- the orthogonal regulariser γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), γ =
-  ``reg_orth_coef`` (:func:`~rankadapt.methods.regularizers.orthogonal_penalty`: un-squared norms as
-  in AdaLoRA's and PEFT's code);
+- the orthogonal regulariser γ · Σ over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) / 2L, γ =
+  ``reg_orth_coef`` (:func:`~rankadapt.methods.regularizers.orthogonal_penalty`: un-squared norms and
+  the 2L normalisation of AdaLoRA's and PEFT's code);
 - random gradient masking: at every optimizer step, before ``optimizer.step()``, only ``random_rank``
   randomly chosen rank directions of each adapter keep their gradient. For drawn index sets I_A, I_B,
 
@@ -87,7 +87,7 @@ class RMLoRA(MethodPolicy):
             torch.nn.init.zeros_(layer.lora_B)
 
     def regularization(self, adapters: Adapters) -> torch.Tensor | None:
-        """γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), or None when γ = 0."""
+        """γ · Σ over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) / 2L, or None when γ = 0."""
         return orthogonal_regularization(adapters, self.config.reg_orth_coef)
 
     def setup(self, adapters: Adapters, total_steps: int) -> None:
