@@ -37,7 +37,7 @@ METHOD_KEYS: dict[str, set[str]] = {
     "full": set(),
     "lora": _SHARED_ADAPTER_KEYS,
     "adalora": _SHARED_ADAPTER_KEYS | _ALLOCATION_KEYS,
-    # ElaLoRA conserves the initial total rank (ALGORITHMS.md §3): no final-rank target.
+    # ElaLoRA conserves the initial total rank (docs/methods/elalora.md): no final-rank target.
     "elalora": _SHARED_ADAPTER_KEYS | (_ALLOCATION_KEYS - {"target_rank", "target_total_rank"})
     | {"b", "k", "enable_scheduler", "max_rank"},
     "sora": _SHARED_ADAPTER_KEYS | {"sparse_lambda", "sparse_lambda_2", "prox_threshold", "gate_init"},

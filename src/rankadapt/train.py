@@ -1,8 +1,8 @@
-"""The training recipe: one explicit loop on Hugging Face Accelerate (STYLE.md lesson 3).
+"""The training recipe: one explicit loop on Hugging Face Accelerate.
 
 ``train(config)`` builds everything (data, model, method, optimizer, schedule), then runs
 :func:`_training_loop`, the one long function of the package, where the order of the optimizer step
-(ALGORITHMS.md §7) can be read top to bottom:
+(docs/methods/README.md) can be read top to bottom:
 
     loss = task loss + policy.regularization        # γ·orthogonal term, SoRA's L1
     backward                                         # (loss / grad_accum; DDP sync on the last micro-batch)
@@ -358,7 +358,7 @@ def _training_loop(run: Run, loop: LoopState) -> None:
             loop.samples_seen += global_rows
             if not boundary:
                 continue
-            # ---- the optimizer step, in the order of ALGORITHMS.md §7 ------------------------------
+            # ---- the optimizer step, in the order of docs/methods/README.md ----------------------
             ctx = StepContext(step=loop.step, total_steps=run.total_steps,
                               lr=optimizer.param_groups[0]["lr"], optimizer=optimizer)
             policy.before_optimizer_step(adapters, ctx)

@@ -217,7 +217,7 @@ def _drop_final_rank_flags(given: dict[str, Any], notes: list[str]) -> None:
     """ElaLoRA's script accepts AdaLoRA's final-rank flags and ignores them: its total rank is conserved."""
     for flag in ("target_rank", "target_total_rank"):
         if given.pop(flag, None) is not None:
-            notes.append(f"--{flag} is ignored: ElaLoRA keeps the initial total rank (ALGORITHMS.md §3)")
+            notes.append(f"--{flag} is ignored: ElaLoRA keeps the initial total rank (docs/methods/elalora.md)")
 
 
 def _check_method_flags(given: dict[str, Any], method: str) -> None:

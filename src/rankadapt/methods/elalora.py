@@ -1,4 +1,4 @@
-"""ElaLoRA (Chang et al. 2025, arXiv 2504.00254; ALGORITHMS.md §3): ranks move between matrices.
+"""ElaLoRA (Chang et al. 2025, arXiv 2504.00254; docs/methods/elalora.md): ranks move between matrices.
 
 The parameterisation, regulariser and importance scores are AdaLoRA's (:class:`.allocation.ImportancePolicy`):
 ΔW = s · B · diag(λ ⊙ m) · A, λ init 0, A, B ~ N(0, 0.02), s = lora_alpha / lora_r constant, loss
@@ -29,7 +29,7 @@ Choices and departures:
 - Random directions come from a ``torch.Generator`` seeded with ``self.seed`` (the trainer sets it to
   ``train.seed`` before ``setup``) and saved in the policy state, so every process draws the same
   vectors and a resumed run draws what the uninterrupted one would have.
-- Under DDP (ALGORITHMS.md §7) the all-reduced gradients give every process the same scores, hence the
+- Under DDP (docs/methods/README.md) the all-reduced gradients give every process the same scores, hence the
   same round. After each round :meth:`ElaLoRA.broadcast_state` checks that every process pruned and
   grew the same slots, then copies rank 0's A, B, λ and m everywhere: the grown directions are then
   identical even if a process's generator or orthogonalisation had rounded differently. Parameters

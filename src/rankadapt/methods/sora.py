@@ -14,11 +14,12 @@ optimizer step,
 
 with ξ = ``sparse_lambda_2``. The official ξ = 0.005 therefore means 0.005 per step, as in the official
 code; under the η·ξ reading the same number is 1/η times weaker (2,000 times at η = 5e-4). To move an
-η·ξ setting to the default, use ξ·η_peak (the same threshold at the peak learning rate). A rank whose gate is exactly 0 contributes nothing to ΔW: it is pruned,
-counted as removed by :meth:`SoRA.rank_pattern` and dropped on export (the layer's
-``export_factors`` keeps only slots with g ≠ 0). Optionally, ``sparse_lambda`` adds
-λ · Σ|g| / N to the loss, N the number of gate entries over all matrices, as the official trainer's
-``compute_loss`` (a subgradient term; default 0).
+η·ξ setting to the default, use ξ·η_peak (the same threshold at the peak learning rate).
+
+A rank whose gate is exactly 0 contributes nothing to ΔW: it is pruned, counted as removed by
+:meth:`SoRA.rank_pattern` and dropped on export (the layer's ``export_factors`` keeps only slots with
+g ≠ 0). Optionally, ``sparse_lambda`` adds λ · Σ|g| / N to the loss, N the number of gate entries over
+all matrices, as the official trainer's ``compute_loss`` (a subgradient term; default 0).
 
 Choices and departures from the official code (TsinghuaC3I/SoRA, ``SparseAdamW``):
 
