@@ -40,7 +40,7 @@ METHODS = {
                 "method.mask_interval=1", "method.reg_orth_coef=0.1"],
     "elalora": ["method.name=elalora", "method.lora_r=2", "method.max_rank=4", "method.lora_alpha=4", "method.b=4",
                 "method.k=2", "method.mask_interval=10", "method.final_warmup=50"],
-    "sora": ["method.name=sora", "method.lora_r=4", "method.lora_alpha=8", "method.sparse_lambda_2=5"],
+    "sora": ["method.name=sora", "method.lora_r=4", "method.lora_alpha=8", "method.sparse_lambda_2=0.005"],
     "rmlora": ["method.name=rmlora", "method.lora_r=2", "method.lora_alpha=4", "method.random_rank=1",
                "method.lora_type=v1"],
 }

@@ -79,6 +79,33 @@ def test_official_command_lines_select_the_method_and_its_settings(command, meth
         assert getattr(cmd.config.method, key) == value, key
 
 
+def test_cutoff_and_rdrop_flags_of_the_lora_repository_scripts():
+    """microsoft/LoRA's mnli.cutoff.sh and mnli.rdrop.sh (shortened): the consistency options land in train.*,
+    the official SoRA command's ξ keeps its per-step meaning."""
+    cutoff = parse("--model_name_or_path m --task_name mnli --apply_lora --lora_r 16 --do_train --do_aug "
+                   "--aug_type span_cutoff --aug_cutoff_ratio 0.1 --aug_ce_loss 1.0 --aug_js_loss 1.0").config.train
+    assert (cutoff.aug_type, cutoff.aug_cutoff_ratio) == ("span_cutoff", 0.1)
+    assert (cutoff.aug_ce_loss, cutoff.aug_js_loss) == (1.0, 1.0)
+    assert cutoff.reg_loss_wgt == 0.0
+    rdrop = parse("--model_name_or_path m --task_name mnli --apply_lora --do_train --reg_loss_wgt 1.0").config.train
+    assert rdrop.reg_loss_wgt == 1.0 and rdrop.aug_type is None
+    sora = parse("--model_name_or_path m --task_name rte --train_sparse --sparse_lambda_2 0.005 "
+                 "--do_train").config.method
+    assert sora.prox_threshold == "xi" and sora.sparse_lambda_2 == 0.005
+
+
+@pytest.mark.parametrize("flags, message", [
+    ("--do_aug", "--do_aug needs --aug_type"),
+    ("--aug_type span_cutoff", "applies only with --do_aug"),
+    ("--do_aug --aug_type word_cutoff", "aug_type"),
+    ("--do_aug --aug_type token_cutoff --reg_loss_wgt 1", "choose one of them"),
+    ("--do_aug --aug_type dim_cutoff --aug_ce_loss 0 --aug_js_loss 0", "trains nothing"),
+])
+def test_cutoff_flags_that_cannot_apply_are_clear_errors(flags, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(f"--model_name_or_path m --task_name rte --apply_lora --do_train {flags}")
+
+
 def test_task_names_defaults_and_trailing_overrides():
     cmd = parse("--model_name_or_path m --task_name MNLI-mm --apply_lora --do_train data.dir=/data train.progress=false")
     c = cmd.config

@@ -33,7 +33,7 @@ def make_run(**method):
 
 
 def train_step(adapted, optimizer, scheduler, step: int, before_policy=None) -> bool:
-    """One optimizer step in the order of ALGORITHMS.md §7; ``before_policy`` sees the state the policy gets."""
+    """One optimizer step in the order of docs/methods/README.md; ``before_policy`` sees the state the policy gets."""
     labels = torch.randint(0, 2, (4,), generator=torch.Generator().manual_seed(1000 + step))
     loss = adapted.model(**tiny_batch(batch=4, seed=step), labels=labels).loss
     (loss + adapted.policy.regularization(adapted.adapters)).backward()

@@ -151,7 +151,7 @@ def test_orthogonal_regularizer_against_a_hand_computation():
     # b: AAᵀ = I  →  0;   BᵀB = 0  →  BᵀB − I = −I, norm √2
     term_a = math.sqrt(1 + 9) + math.sqrt(1 + 1 + 1 + 1)
     term_b = 0.0 + math.sqrt(1 + 1)
-    expected = 0.1 * (term_a + term_b) / 2
+    expected = 0.1 * (term_a + term_b) / 4   # the official normalisation: 2 matrices, 4 tensors A and B
     assert policy.regularization(adapters).item() == pytest.approx(expected, rel=1e-6)
     off = RMLoRA(MethodConfig(name="rmlora", lora_r=2, random_rank=1, reg_orth_coef=0.0))
     assert off.regularization(adapters) is None

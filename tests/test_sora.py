@@ -63,18 +63,32 @@ def test_forward_puts_the_gate_between_A_and_B():
         torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_l1_regularization_value():
+def test_l1_regularization_value_is_divided_by_the_number_of_gates():
     assert sora_model().policy.regularization(sora_model().adapters) is None  # sparse_lambda = 0
     adapted = sora_model(sparse_lambda=0.5)
     with torch.no_grad():
         for layer in adapted.adapters.values():
             layer.lora_E.copy_(torch.tensor([1.0, -2.0, 0.0, 0.25]))
-    expected = 0.5 * len(adapted.adapters) * (1.0 + 2.0 + 0.0 + 0.25)
+    # The official trainer: λ · Σ|g| / (number of gate entries); here every matrix has the same 4 gates.
+    expected = 0.5 * (1.0 + 2.0 + 0.0 + 0.25) / 4
     assert adapted.policy.regularization(adapted.adapters).item() == pytest.approx(expected)
+    assert official_l1(adapted.model, 0.5).item() == pytest.approx(expected)
 
 
-def test_proximal_step_uses_the_current_lr_and_reports_rank_changes():
-    adapted = sora_model(sparse_lambda_2=0.2)
+def test_official_threshold_is_xi_per_step_whatever_the_lr():
+    adapted = sora_model(sparse_lambda_2=0.1)
+    first = next(iter(adapted.adapters))
+    with torch.no_grad():
+        for layer in adapted.adapters.values():
+            layer.lora_E.copy_(torch.tensor([0.15, -0.3, 0.05, 1.0]))
+    for lr in (0.5, 1e-4):
+        assert adapted.policy.threshold(lr) == 0.1
+    adapted.policy.after_optimizer_step(adapted.adapters, StepContext(step=0, total_steps=10, lr=1e-4))
+    torch.testing.assert_close(adapted.adapters[first].lora_E.detach(), torch.tensor([0.05, -0.2, 0.0, 0.9]))
+
+
+def test_paper_threshold_uses_the_current_lr_and_reports_rank_changes():
+    adapted = sora_model(sparse_lambda_2=0.2, prox_threshold="lr_xi")
     policy, adapters = adapted.policy, adapted.adapters
     first = next(iter(adapters))
     with torch.no_grad():
@@ -91,7 +105,7 @@ def test_proximal_step_uses_the_current_lr_and_reports_rank_changes():
     assert policy.after_scheduler_step(adapters, ctx) is False
 
 
-# -- a real loop, in the order of ALGORITHMS.md §7 ------------------------------------------------
+# -- a real loop, in the order of docs/methods/README.md ------------------------------------------------
 def train(adapted, steps: int, lr: float) -> list[bool]:
     """Manual training loop; returns after_scheduler_step's 'ranks changed' flag per step."""
     policy, adapters, model = adapted.policy, adapted.adapters, adapted.model
@@ -116,9 +130,9 @@ def train(adapted, steps: int, lr: float) -> list[bool]:
 
 
 def test_large_xi_prunes_gates_and_export_drops_them(tmp_path):
-    # η·ξ = 0.1 at the start, 0.05 at the end: far above Adam's per-step move of a zeroed gate
+    # τ = ξ = 0.1 per step: far above Adam's per-step move of a zeroed gate
     # (≤ η(1−β1)/√(1−β2) ≈ 0.03), so pruned gates stay at exactly 0; gates at 3 survive 8 steps.
-    adapted = sora_model(gate_init="ones", sparse_lambda=0.01, sparse_lambda_2=10.0)
+    adapted = sora_model(gate_init="ones", sparse_lambda=0.01, sparse_lambda_2=0.1)
     names = list(adapted.adapters)
     with torch.no_grad():
         for layer in adapted.adapters.values():
@@ -147,3 +161,50 @@ def test_large_xi_prunes_gates_and_export_drops_them(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(reference(**batch).logits, ours, atol=1e-5, rtol=0)
     assert not math.isnan(ours.sum().item())
+
+
+# -- against the official operator -----------------------------------------------------------------
+def official_sparse_step(gates: torch.Tensor, xi: float) -> torch.Tensor:
+    """TsinghuaC3I/SoRA's ``SparseAdamW`` threshold after its Adam step: three in-place updates, the
+    third on values the first two have already shrunk."""
+    p = gates.clone()
+    p[p > xi] -= xi
+    p[p < -xi] += xi
+    p[abs(p) < xi] = 0.0
+    return p
+
+
+def official_l1(model, sparse_lambda: float) -> torch.Tensor:
+    """TsinghuaC3I/SoRA's ``compute_loss`` L1 term: λ · Σ|g| / Σ numel over every gate parameter."""
+    gates = [p for n, p in model.named_parameters() if n.endswith("lora_E")]
+    return sparse_lambda * sum(g.abs().sum() for g in gates) / sum(g.numel() for g in gates)
+
+
+def test_against_the_official_operator_on_a_tiny_model():
+    """Same model, batches and AdamW step; at every step the official three-line threshold and ours are
+    applied to the same gates. They agree exactly except where the official defect bites (ξ < |g| < 2ξ
+    before the step: official zeroes, ours keeps sign(g)(|g| − ξ)); the official L1 term equals ours."""
+    xi, sparse_lambda, steps = 0.05, 0.5, 30
+    adapted = sora_model(sparse_lambda=sparse_lambda, sparse_lambda_2=xi)
+    policy, adapters, model = adapted.policy, adapted.adapters, adapted.model
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    policy.setup(adapters, steps)
+    defects = 0
+    for step in range(steps):
+        batch, labels = tiny_batch(seed=step), torch.tensor([0, 1, step % 2])
+        reg = policy.regularization(adapters)
+        torch.testing.assert_close(reg, official_l1(model, sparse_lambda))
+        (model(**batch, labels=labels).loss + reg).backward()
+        optimizer.step()
+        before = {n: layer.lora_E.detach().clone() for n, layer in adapters.items()}
+        policy.after_optimizer_step(adapters, StepContext(step, steps, lr=1e-2 * (1 - step / steps)))
+        optimizer.zero_grad(set_to_none=True)
+        for name, layer in adapters.items():
+            official, ours = official_sparse_step(before[name], xi), layer.lora_E.detach()
+            window = (before[name].abs() > xi) & (before[name].abs() < 2 * xi)
+            assert torch.equal(ours[~window], official[~window])
+            assert torch.all(official[window] == 0)
+            torch.testing.assert_close(ours[window], before[name][window] - xi * before[name][window].sign())
+            defects += int(window.sum())
+    pruned = sum(int((layer.lora_E == 0).sum()) for layer in adapters.values())
+    assert defects > 0 and pruned > 0   # both cases were exercised

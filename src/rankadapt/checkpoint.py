@@ -1,4 +1,4 @@
-"""Training checkpoints: everything needed to continue a run exactly (STYLE.md lesson 5).
+"""Training checkpoints: everything needed to continue a run exactly.
 
 ``checkpoint/`` holds the trainable tensors (adapters with their masks and gates, the head; the
 whole model for ``full``), the optimizer and scheduler states, the method policy's state (importance

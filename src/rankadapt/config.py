@@ -37,10 +37,10 @@ METHOD_KEYS: dict[str, set[str]] = {
     "full": set(),
     "lora": _SHARED_ADAPTER_KEYS,
     "adalora": _SHARED_ADAPTER_KEYS | _ALLOCATION_KEYS,
-    # ElaLoRA conserves the initial total rank (ALGORITHMS.md §3): no final-rank target.
+    # ElaLoRA conserves the initial total rank (docs/methods/elalora.md): no final-rank target.
     "elalora": _SHARED_ADAPTER_KEYS | (_ALLOCATION_KEYS - {"target_rank", "target_total_rank"})
     | {"b", "k", "enable_scheduler", "max_rank"},
-    "sora": _SHARED_ADAPTER_KEYS | {"sparse_lambda", "sparse_lambda_2", "gate_init"},
+    "sora": _SHARED_ADAPTER_KEYS | {"sparse_lambda", "sparse_lambda_2", "prox_threshold", "gate_init"},
     "rmlora": _SHARED_ADAPTER_KEYS | {"random_rank", "lora_type", "reg_orth_coef"},
 }
 # Keys every method accepts (they are not method hyperparameters).
@@ -134,7 +134,8 @@ class MethodConfig(_Section):
     beta1: float = Field(0.85, gt=0.0, lt=1.0)
     beta2: float = Field(0.85, gt=0.0, lt=1.0)
     reg_orth_coef: float = Field(0.1, ge=0.0)
-    """gamma, weight of the orthogonal regulariser (AdaLoRA, ElaLoRA, RM-LoRA)."""
+    """gamma, weight of the orthogonal regulariser (AdaLoRA, ElaLoRA, RM-LoRA): gamma times the sum of the
+    A and B terms over 2 x matrices, as the official code and PEFT's orth_reg_weight."""
     # --- ElaLoRA ---
     b: int = Field(4, gt=0)
     """Ranks moved per round."""
@@ -146,9 +147,14 @@ class MethodConfig(_Section):
     """Slots preallocated per matrix (default 2 x lora_r)."""
     # --- SoRA ---
     sparse_lambda: float = Field(0.0, ge=0.0)
-    """Weight of an optional L1 term on the gates in the loss."""
+    """Weight of an optional L1 term on the gates in the loss: sparse_lambda x mean |g| over every gate
+    entry (the official code's sum divided by the number of gate entries)."""
     sparse_lambda_2: float = Field(1e-3, ge=0.0)
-    """xi, the proximal threshold: g <- sign(g) max(|g| - lr xi, 0) after every optimizer step."""
+    """xi, the proximal threshold: g <- sign(g) max(|g| - tau, 0) after every optimizer step, with
+    tau = xi (``prox_threshold: xi``, the official code) or lr x xi (``lr_xi``, the paper's reading)."""
+    prox_threshold: Literal["xi", "lr_xi"] = "xi"
+    """SoRA's per-step threshold tau: xi itself, as the official SparseAdamW (default), or the current
+    learning rate times xi, as the paper's proximal-gradient update writes it."""
     gate_init: Literal["normal", "ones"] = "normal"
     # --- RM-LoRA ---
     random_rank: int = Field(2, gt=0)
@@ -217,6 +223,17 @@ class TrainConfig(_Section):
     progress: bool = True
     threads: int | None = Field(None, gt=0)
     """torch CPU threads (default: torch's choice)."""
+    # --- consistency training (rankadapt.augment; microsoft/LoRA's mnli.cutoff.sh / mnli.rdrop.sh) ---
+    aug_type: Literal["token_cutoff", "span_cutoff", "dim_cutoff"] | None = None
+    """Cutoff (Shen et al. 2020): also train on a view with part of the input embeddings zeroed."""
+    aug_cutoff_ratio: float = Field(0.1, gt=0.0, lt=1.0)
+    """Fraction of the tokens (token/span cutoff) or embedding features (dim cutoff) zeroed."""
+    aug_ce_loss: float = Field(1.0, ge=0.0)
+    """Weight of the cross-entropy of the cut-off view."""
+    aug_js_loss: float = Field(1.0, ge=0.0)
+    """Weight of the Jensen-Shannon divergence between the original and the cut-off predictions."""
+    reg_loss_wgt: float = Field(0.0, ge=0.0)
+    """R-drop (Liang et al. 2021): weight of the symmetric KL between two dropout passes; 0 = off."""
 
     @field_validator("mixed_precision", "eval_strategy", mode="before")
     @classmethod
@@ -228,6 +245,12 @@ class TrainConfig(_Section):
     def _check(self) -> TrainConfig:
         if self.mixed_precision == "fp16" and self.device == "cpu":
             raise ValueError("train.mixed_precision=fp16 needs a GPU; use bf16 on CPU or 'no'")
+        if self.aug_type and self.reg_loss_wgt:
+            raise ValueError("train.aug_type (Cutoff) and train.reg_loss_wgt (R-drop) each add a second forward "
+                             "pass; choose one of them")
+        if self.aug_type and not (self.aug_ce_loss or self.aug_js_loss):
+            raise ValueError(f"train.aug_type={self.aug_type} with train.aug_ce_loss=0 and train.aug_js_loss=0 "
+                             "trains nothing on the cut-off view; set one of them above 0 or remove train.aug_type")
         return self
 
 

@@ -1,4 +1,4 @@
-"""The thin distributed boundary of the trainer (STYLE.md lesson 3): data sharding, checks, broadcasts.
+"""The thin distributed boundary of the trainer: data sharding, checks, broadcasts.
 
 rankadapt runs on PyTorch's own engine: ``torchrun``/``accelerate launch`` start the processes,
 Accelerate wraps the model in DDP (gloo on CPU, NCCL on GPU), DDP all-reduces the gradients. This
@@ -20,7 +20,7 @@ module adds only what DDP does not do for us:
   a mismatch raises :class:`~rankadapt.errors.TrainingError` instead of training on silently diverged
   replicas.
 - **Rank 0 wins** (:func:`broadcast_`): after a rank decision every process takes rank 0's tensors,
-  so float-level drift can never accumulate (ALGORITHMS.md §7).
+  so float-level drift can never accumulate (docs/methods/README.md).
 
 Everything is a no-op on a single process.
 """

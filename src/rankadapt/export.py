@@ -1,4 +1,4 @@
-"""Export to stock PEFT, loading back, and merged export (ALGORITHMS.md §8).
+"""Export to stock PEFT, loading back, and merged export (docs/methods/README.md).
 
 A trained adapter of any method is a plain LoRA with per-module ranks: keep the active ranks, fold
 g into A (A' = diag(g ⊙ m)·A on those rows), take the matching columns of B, and set the per-module

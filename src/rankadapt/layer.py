@@ -1,4 +1,4 @@
-"""The one adapter layer every method shares (ALGORITHMS.md, notation).
+"""The one adapter layer every method shares (docs/methods/README.md).
 
 An adapted linear map keeps its frozen weight W (d_out x d_in) and adds
 
@@ -156,7 +156,7 @@ class AdapterLinear(nn.Module):
 
     @torch.no_grad()
     def export_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A plain-LoRA factorisation of ΔW over the active ranks only (ALGORITHMS.md §8).
+        """A plain-LoRA factorisation of ΔW over the active ranks only (docs/methods/README.md).
 
         Returns ``(A', B')`` with A' = diag(g ⊙ m)[idx] · A[idx] and B' = B[:, idx], so that
         ΔW = s · B' A'. A rank-0 layer returns tensors with zero rows/columns.

@@ -1,4 +1,4 @@
-"""One small logger interface for every event of a run (STYLE.md lesson 6).
+"""One small logger interface for every event of a run.
 
 Every event goes to ``metrics.jsonl`` (one JSON object per line, each with ``step`` and ``event``)
 and its numeric fields to TensorBoard. Only the main process writes; the others get a no-op logger.

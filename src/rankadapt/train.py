@@ -1,8 +1,8 @@
-"""The training recipe: one explicit loop on Hugging Face Accelerate (STYLE.md lesson 3).
+"""The training recipe: one explicit loop on Hugging Face Accelerate.
 
 ``train(config)`` builds everything (data, model, method, optimizer, schedule), then runs
 :func:`_training_loop`, the one long function of the package, where the order of the optimizer step
-(ALGORITHMS.md §7) can be read top to bottom:
+(docs/methods/README.md) can be read top to bottom:
 
     loss = task loss + policy.regularization        # γ·orthogonal term, SoRA's L1
     backward                                         # (loss / grad_accum; DDP sync on the last micro-batch)
@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from .augment import build_objective, check_objective
 from .checkpoint import (CHECKPOINT_DIR, LoopState, load_checkpoint, rng_state, rng_state_for, save_checkpoint,
                          set_rng_state)
 from .config import RunConfig
@@ -189,6 +190,7 @@ def build_run(config: RunConfig) -> Run:
     accelerator = make_accelerator(config)
     run_dir = config.resolved_output_dir()
     data = load_task_data(config.data)
+    check_objective(config.train, data.task.is_regression, data.task.name)
     tokenizer = load_tokenizer(config.model.name)
     train_set, eval_sets = encode_splits(config, data, tokenizer, show_progress=accelerator.is_main_process)
     # Seed everything before the head and the adapters are created, so their init is reproducible.
@@ -322,6 +324,8 @@ def _training_loop(run: Run, loop: LoopState) -> None:
     progress = _progress_bar(run, loop.step)
     batches, device, num_processes = run.train_loader.batch_sampler, accelerator.device, accelerator.num_processes
     window = {"loss": 0.0, "reg": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter(), "shown_sps": "-"}
+    # The task loss, or Cutoff / R-drop's loss with its second forward pass (rankadapt.augment).
+    objective = build_objective(config.train, accelerator.unwrap_model(model).get_input_embeddings())
     if policy.rank_adaptive and loop.step == 0:
         run.logger.log("ranks", 0, ranks=run.adapted.rank_pattern(), total=sum(run.adapted.rank_pattern().values()))
     model.train()
@@ -347,7 +351,7 @@ def _training_loop(run: Run, loop: LoopState) -> None:
             boundary = loop.batches_in_epoch % accum == 0 or batches_left == 0
             # ---- forward and backward (no gradient all-reduce until the last micro-batch) ----------
             with (nullcontext() if boundary else accelerator.no_sync(model)):
-                task_loss = model(**batch).loss
+                task_loss = objective(model, batch)
                 reg = policy.regularization(adapters)
                 _check_finite(run, loop, task_loss if reg is None else task_loss + reg)
                 weighted = task_loss if share == 1.0 else task_loss * share
@@ -360,7 +364,7 @@ def _training_loop(run: Run, loop: LoopState) -> None:
             loop.samples_seen += global_rows
             if not boundary:
                 continue
-            # ---- the optimizer step, in the order of ALGORITHMS.md §7 ------------------------------
+            # ---- the optimizer step, in the order of docs/methods/README.md ----------------------
             ctx = StepContext(step=loop.step, total_steps=run.total_steps,
                               lr=optimizer.param_groups[0]["lr"], optimizer=optimizer)
             policy.before_optimizer_step(adapters, ctx)

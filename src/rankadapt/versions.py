@@ -1,4 +1,4 @@
-"""Versions and commit recorded in every results.json (STYLE.md lesson 9)."""
+"""Versions and commit recorded in every results.json."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 adapter parameters, so that methods are compared at equal size (as the AdaLoRA paper's tables do).
 
 An adapted matrix W (d_out × d_in) at rank r costs r·(d_in + d_out) adapter parameters (the exported
-LoRA, gates folded into A; ALGORITHMS.md §8). With M adapted matrices and S = Σ (d_in + d_out), one
+LoRA, gates folded into A; docs/methods/README.md). With M adapted matrices and S = Σ (d_in + d_out), one
 rank on every matrix costs S. What each method can match:
 
 - **LoRA, RM-LoRA** (fixed uniform rank): r = round(N / S); the count is r·S exactly, so it is within

@@ -61,12 +61,15 @@ _VALUES: dict[str, tuple[type, str]] = {
     "seed": (int, "train.seed"), "eval_steps": (int, "train.eval_steps"), "logging_steps": (int, "train.logging_steps"),
     "dataloader_num_workers": (int, "train.num_workers"), "evaluation_strategy": (str, "train.eval_strategy"),
     "eval_strategy": (str, "train.eval_strategy"), "metric_for_best_model": (str, "train.metric_for_best"),
+    # Cutoff (with --do_aug --aug_type) and R-drop, as microsoft/LoRA's mnli.cutoff.sh / mnli.rdrop.sh.
+    "aug_cutoff_ratio": (float, "train.aug_cutoff_ratio"), "aug_ce_loss": (float, "train.aug_ce_loss"),
+    "aug_js_loss": (float, "train.aug_js_loss"), "reg_loss_wgt": (float, "train.reg_loss_wgt"),
 }
 _SPECIAL_VALUES = ("task_name", "dataset_name", "lora_module", "lora_type", "lora_path", "output_dir",
                    "root_output_dir", "tokenizer_name", "config_name", "sparse_lr", "lambda_schedule", "max_lambda",
-                   "lambda_num", "resume_from_checkpoint")
+                   "lambda_num", "resume_from_checkpoint", "aug_type")
 _BOOLS = ("do_train", "do_eval", "do_predict", "apply_lora", "apply_adalora", "apply_elalora", "train_sparse",
-          "enable_scheduler", "fp16", "bf16", "no_cuda", "load_best_model_at_end", "pad_to_max_length")
+          "enable_scheduler", "do_aug", "fp16", "bf16", "no_cuda", "load_best_model_at_end", "pad_to_max_length")
 _IGNORED = {
     "logging_dir": "logs go to OUTPUT_DIR/metrics.jsonl and tensorboard/",
     "logging_strategy": "train.logging_steps sets the logging interval", "logging_first_step": "",
@@ -214,7 +217,7 @@ def _drop_final_rank_flags(given: dict[str, Any], notes: list[str]) -> None:
     """ElaLoRA's script accepts AdaLoRA's final-rank flags and ignores them: its total rank is conserved."""
     for flag in ("target_rank", "target_total_rank"):
         if given.pop(flag, None) is not None:
-            notes.append(f"--{flag} is ignored: ElaLoRA keeps the initial total rank (ALGORITHMS.md §3)")
+            notes.append(f"--{flag} is ignored: ElaLoRA keeps the initial total rank (docs/methods/elalora.md)")
 
 
 def _check_method_flags(given: dict[str, Any], method: str) -> None:
@@ -246,6 +249,7 @@ def _special(given: dict[str, Any], flags: dict[str, bool | None], method: str, 
             raise ConfigError(f"--{other} {given[other]}: rankadapt uses the tokenizer and config of "
                               "--model_name_or_path; give a model directory that holds both")
     _sora_flags(given, notes)
+    tree["train"].update(_cutoff_flags(given, flags))
     if flags.get("fp16") or flags.get("bf16"):
         tree["train"]["mixed_precision"] = "bf16" if flags.get("bf16") else "fp16"
     if flags.get("no_cuda"):
@@ -285,6 +289,17 @@ def _sora_flags(given: dict[str, Any], notes: list[str]) -> None:
     if "sparse_lr" in given and float(given["sparse_lr"]) != float(given.get("learning_rate") or 5e-4):
         raise ConfigError("--sparse_lr: rankadapt trains the gates with --learning_rate (one optimizer); "
                           "drop --sparse_lr or set it equal to --learning_rate")
+
+
+def _cutoff_flags(given: dict[str, Any], flags: dict[str, bool | None]) -> dict[str, Any]:
+    """``--do_aug --aug_type span_cutoff`` → train.aug_type. The official scripts read --aug_type only
+    under --do_aug; each without the other is an error here rather than a silent no-op."""
+    if flags.get("do_aug") and not given.get("aug_type"):
+        raise ConfigError("--do_aug needs --aug_type token_cutoff, span_cutoff or dim_cutoff")
+    if given.get("aug_type") and not flags.get("do_aug"):
+        raise ConfigError(f"--aug_type {given['aug_type']} applies only with --do_aug (as in the official scripts); "
+                          "add --do_aug or remove --aug_type")
+    return {"aug_type": given["aug_type"]} if flags.get("do_aug") else {}
 
 
 def _action(given: dict[str, Any], flags: dict[str, bool | None], method: str, notes: list[str]) -> str:

@@ -1,45 +1,47 @@
-"""AdaLoRA (Zhang et al., ICLR 2023, arXiv 2303.10512; ALGORITHMS.md §2).
+"""AdaLoRA (Zhang et al., ICLR 2023, arXiv 2303.10512; docs/methods/adalora.md).
 
 SVD-form adapters ΔW = s · B · diag(λ) · A with λ trainable (init 0), A, B ~ N(0, 0.02), R = lora_r
 slots and s = lora_alpha / lora_r constant; m ≡ 1 (ranks are removed by zeroing λ). The loss carries
-γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), un-squared (the paper prints squares).
+γ · Σ over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) / 2L, un-squared (the paper prints squares), the
+official code's and PEFT's normalisation (:mod:`.regularizers`).
 
 After every optimizer step (and the lr-scheduler step, before zero_grad, §7), the policy updates the
 importance EMAs (paper §3.2) and, every ``mask_interval`` steps of the budgeting phase, keeps the b(t)
 highest-scored ranks and sets the λ of the others to 0 in place (paper §3.3). A, B and the optimizer
 state are kept, so a masked λ keeps training and the rank may revive at a later mask step. From
-t = T − t_f on the pattern is final: decided at T − t_f with b(T), re-applied at every later step,
-scores no longer updated. The schedule and the engine live in :mod:`.allocation`.
+t = T − t_f on the pattern is final: decided at T − t_f with b(T) from the scores of steps t < T − t_f
+(as PEFT and the official RankAllocator: no importance update at T − t_f itself), re-applied at every
+later step. The schedule and the engine live in :mod:`.allocation`.
 
 Budgets: b(0) = Σ initial ranks = lora_r × matrices; b(T) = ``target_total_rank`` or
 ``target_rank`` × matrices, with ``target_rank`` defaulting to max(1, ⌊lora_r / 2⌋) (the official
 configs halve the rank, r 2 → 1); ``init_warmup``/``final_warmup`` default to 10% / 30% of T.
 
 Where this implementation and stock PEFT (0.21, ``AdaLoraModel``/``RankAllocator``) differ, on purpose
-(``tests/test_adalora.py::test_parity_with_peft_adalora`` checks points 2–4 against PEFT and that
-without ties point 1 changes nothing; ``tests/test_allocation.py`` shows point 1 with ties):
+(``tests/test_adalora.py::test_parity_with_peft_adalora`` checks against PEFT, with the same
+``orth_reg_weight``, that the losses, every decided pattern and the logits agree, so that without ties
+point 1 changes nothing; ``tests/test_allocation.py`` shows point 1 with ties):
 
 1. **Tied scores.** PEFT masks every rank scoring ``<= kthvalue(S, b(0) − b(t))``: ties at the
    threshold are all masked (fewer than b(t) remain) and b(t) = b(0) crashes (k = 0). We keep exactly
    b(t), ties to the lower index (``select_to_keep``). Without ties both keep the same ranks.
-2. **The last importance update.** The spec's budgeting phase is t_i < t ≤ T − t_f and scores stop
-   only for t > T − t_f, so we update the EMAs at t = T − t_f too and decide the final pattern with
-   them; PEFT (and the official code) update only while t < T − t_f. Otherwise the same step index
-   (PEFT's ``global_step`` = our 0-based ``StepContext.step``), the same mask steps (t % ΔT == 0,
-   counted from step 0, plus the forced final mask at T − t_f) and the same ⌊·⌋ budget formula.
+2. **Not a departure: the step index.** PEFT's ``global_step`` is our 0-based ``StepContext.step``;
+   the same mask steps (t % ΔT == 0, counted from step 0, plus the forced final mask at T − t_f),
+   the same ⌊·⌋ budget formula, and importance updates only while t < T − t_f, as PEFT and the
+   official RankAllocator (an earlier rankadapt also updated at t = T − t_f, which changed the final
+   pattern of most runs).
 3. **Scale.** PEFT multiplies by lora_alpha / (ranknum + 1e-5) with ranknum = r; we use exactly
    lora_alpha / r (the spec's constant s). The adapter output differs by the factor r / (r + 1e-5).
-4. **Regulariser normalisation.** PEFT (like the official ``compute_orth_regu``) divides the sum of
-   norms by the number of A *and* B tensors, 2 × matrices; the spec's "mean over adapted matrices of
-   ‖AAᵀ − I‖ + ‖BᵀB − I‖" divides by the number of matrices. So our γ equals PEFT's
-   ``orth_reg_weight`` / 2: use γ = 0.05 for the official 0.1. PEFT adds the term inside its forward
-   when labels are passed; here the training loop adds ``policy.regularization`` (§7).
+4. **Not a departure: regulariser normalisation.** As PEFT and the official ``compute_orth_regu``, the
+   sum of norms is divided by the number of A *and* B tensors (2 × matrices), so γ equals PEFT's
+   ``orth_reg_weight``. PEFT adds the term inside its forward when labels are passed; here the
+   training loop adds ``policy.regularization``.
 5. **``final_warmup = 0`` is rejected.** The budget reaches b(T) only at t = T − t_f; with t_f = 0 that
    is step T, which never runs, so the run would end above its target rank (PEFT's default tfinal=0
    does exactly that).
 6. PEFT empties its EMAs when the pattern is frozen; we keep them (unused) for logs and checkpoints.
 
-Several processes (ALGORITHMS.md §7): the gradients are all-reduced, so every process computes the
+Several processes (docs/methods/adalora.md): the gradients are all-reduced, so every process computes the
 same scores and the same pattern. After each decision :meth:`AdaLoRA.broadcast_state` checks that the
 decided patterns are identical (a :class:`~rankadapt.errors.TrainingError` otherwise) and copies rank
 0's λ and pattern to every process.
@@ -98,9 +100,9 @@ class AdaLoRA(ImportancePolicy):
 
     # -- the step ---------------------------------------------------------------------------------
     def after_scheduler_step(self, adapters: Adapters, ctx: StepContext) -> bool:
-        """Importance update, then masking (ALGORITHMS.md §2). True when the decided pattern changed."""
+        """Importance update (while t < T − t_f, as PEFT), then masking. True when the decided pattern changed."""
         s = self._checked_schedule(ctx)
-        if ctx.step <= s.budget_end:
+        if ctx.step < s.budget_end:
             self.tracker.update(adapters)
         budget, phase = budget_schedule(ctx.step, s.total_steps, s.init_warmup, s.final_warmup,
                                         self.initial_budget, self.target_budget)

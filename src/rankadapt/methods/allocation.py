@@ -1,6 +1,6 @@
-"""The importance and rank-allocation engine shared by AdaLoRA and ElaLoRA (ALGORITHMS.md §2, §3).
+"""The importance and rank-allocation engine shared by AdaLoRA and ElaLoRA (docs/methods/adalora.md, elalora.md).
 
-Rank dynamics are pure functions of tensors and a step (STYLE.md lesson 2), so they are tested
+Rank dynamics are pure functions of tensors and a step, so they are tested
 without a model:
 
 - :func:`budget_schedule` — AdaLoRA's cubic budget b(t) and its three phases (AdaLoRA paper §3.3);
@@ -117,7 +117,7 @@ def is_mask_step(step: int, total_steps: int, init_warmup: int, final_warmup: in
 def round_size(step: int, total_steps: int, init_warmup: int, final_warmup: int, b: int,
                enable_scheduler: bool = True) -> int:
     """ElaLoRA's ranks moved per round: b_t = round(b · (1 − p³)), p = clip((t − t_i)/(T − t_f − t_i), 0, 1);
-    b without the scheduler (ALGORITHMS.md §3)."""
+    b without the scheduler (docs/methods/elalora.md)."""
     if not enable_scheduler:
         return b
     p = min(max((step - init_warmup) / (total_steps - final_warmup - init_warmup), 0.0), 1.0)
@@ -125,7 +125,7 @@ def round_size(step: int, total_steps: int, init_warmup: int, final_warmup: int,
 
 
 def is_round_step(step: int, total_steps: int, init_warmup: int, final_warmup: int, mask_interval: int) -> bool:
-    """ElaLoRA rounds: t > t_i, (t − t_i) % interval == 0 and t < T − t_f (ALGORITHMS.md §3)."""
+    """ElaLoRA rounds: t > t_i, (t − t_i) % interval == 0 and t < T − t_f (docs/methods/elalora.md)."""
     return init_warmup < step < total_steps - final_warmup and (step - init_warmup) % mask_interval == 0
 
 
@@ -265,7 +265,7 @@ def _growth_owners(ranked: list[tuple[float, int, int]], wanted: int, room: list
 
 def plan_round(scores: Sequence[torch.Tensor], active: Sequence[torch.Tensor], capacity: Sequence[int],
                k: int, budget: int) -> RoundPlan:
-    """ElaLoRA's round (ALGORITHMS.md §3) over the matrices' slot scores and active masks.
+    """ElaLoRA's round (docs/methods/elalora.md) over the matrices' slot scores and active masks.
 
     Among all candidates the n lowest are pruned and the owners of the n highest of the rest gain one
     rank each, skipping owners without a free slot after pruning; n starts at min(b_t, ⌊C/2⌋) and is

@@ -3,7 +3,7 @@
 A method is a small object with
 - construction rules: capacity R, scale s, whether the gate g trains, and an init rule (``init_adapter``);
 - an optional regularisation term added to the loss (``regularization``);
-- hooks at fixed places of the optimizer step (ALGORITHMS.md §7), called by the training loop in
+- hooks at fixed places of the optimizer step (docs/methods/README.md), called by the training loop in
   this order at every accumulation boundary::
 
       loss = task loss + policy.regularization(...)      # γ·orthogonal term, SoRA's L1
@@ -19,7 +19,7 @@ A method is a small object with
   that a resumed run makes the same rank decisions as an uninterrupted one;
 - under DDP, ``broadcast_state`` after a rank decision: the trainer calls it on every process when
   ``after_scheduler_step`` returned True. It checks that every process decided the same
-  (``decision_tensors``), then copies rank 0's ``shared_tensors`` everywhere (ALGORITHMS.md §7).
+  (``decision_tensors``), then copies rank 0's ``shared_tensors`` everywhere (docs/methods/README.md).
 
 Adding a method is one file with a subclass and ``@register_method``.
 """

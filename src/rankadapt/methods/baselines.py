@@ -1,4 +1,4 @@
-"""The source systems' baselines (ALGORITHMS.md §6): no adapters at all.
+"""The source systems' baselines (docs/methods/full-and-head.md): no adapters at all.
 
 - ``full``: every weight trains (the seeds' "Task B").
 - ``head``: only the classification head trains (a linear probe).

@@ -1,8 +1,8 @@
-"""ElaLoRA (Chang et al. 2025, arXiv 2504.00254; ALGORITHMS.md §3): ranks move between matrices.
+"""ElaLoRA (Chang et al. 2025, arXiv 2504.00254; docs/methods/elalora.md): ranks move between matrices.
 
 The parameterisation, regulariser and importance scores are AdaLoRA's (:class:`.allocation.ImportancePolicy`):
 ΔW = s · B · diag(λ ⊙ m) · A, λ init 0, A, B ~ N(0, 0.02), s = lora_alpha / lora_r constant, loss
-term γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) over the active slots only. Each matrix
+term γ · Σ over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) / 2L over the active slots only. Each matrix
 holds R = ``max_rank`` slots (default 2 × lora_r); the first lora_r start active (m = 1).
 
 At round steps (t > t_i, (t − t_i) % ``mask_interval`` == 0, t < T − t_f) the b_t = round(b(1 − p³))
@@ -29,7 +29,7 @@ Choices and departures:
 - Random directions come from a ``torch.Generator`` seeded with ``self.seed`` (the trainer sets it to
   ``train.seed`` before ``setup``) and saved in the policy state, so every process draws the same
   vectors and a resumed run draws what the uninterrupted one would have.
-- Under DDP (ALGORITHMS.md §7) the all-reduced gradients give every process the same scores, hence the
+- Under DDP (docs/methods/README.md) the all-reduced gradients give every process the same scores, hence the
   same round. After each round :meth:`ElaLoRA.broadcast_state` checks that every process pruned and
   grew the same slots, then copies rank 0's A, B, λ and m everywhere: the grown directions are then
   identical even if a process's generator or orthogonalisation had rounded differently. Parameters
@@ -38,8 +38,8 @@ Choices and departures:
 - ``setup`` rejects ``max_rank`` above the smallest side of an adapted matrix: a full matrix would have
   no orthogonal direction left to grow into.
 - ``target_rank``/``target_total_rank`` are not used: ElaLoRA conserves the initial total rank.
-- γ has the same factor-2 relation to the official code's normalisation as AdaLoRA's (see
-  :mod:`.adalora`, point 4).
+- γ is normalised as in the official code and PEFT (sum of the A and B terms over 2L,
+  :mod:`.regularizers`), so an official ``reg_orth_coef`` runs at its official strength.
 """
 
 from __future__ import annotations

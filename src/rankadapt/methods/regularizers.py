@@ -8,11 +8,14 @@ from ..layer import AdapterLinear
 
 
 def orthogonal_penalty(adapters: dict[str, AdapterLinear]) -> torch.Tensor:
-    """Mean over adapted matrices of ‖A Aᵀ − I‖_F + ‖Bᵀ B − I‖_F (AdaLoRA paper eq. 4).
+    """Σ over adapted matrices of (‖A Aᵀ − I‖_F + ‖Bᵀ B − I‖_F), divided by 2L for L matrices.
 
-    Un-squared Frobenius norms, as in the official AdaLoRA code and PEFT (the paper prints squared
-    sums). Only slots with m = 1 count: ElaLoRA's free preallocated slots are not part of the
-    current factorisation, so they must not be pulled towards unit norm.
+    AdaLoRA paper eq. 4's R(P, Q), with the official normalisation: the official AdaLoRA trainer
+    (``compute_orth_regu``) and PEFT (``AdaLoraModel.forward``) divide the sum of norms by the number of
+    A *and* B tensors, 2L, so a pasted official ``reg_orth_coef`` runs at the official strength
+    (docs/methods/adalora.md). Un-squared Frobenius norms, as in that code (the paper prints squared
+    sums). Only slots with m = 1 count: ElaLoRA's free preallocated slots are not part of the current
+    factorisation, so they must not be pulled towards unit norm.
     """
     terms = []
     for layer in adapters.values():
@@ -22,15 +25,15 @@ def orthogonal_penalty(adapters: dict[str, AdapterLinear]) -> torch.Tensor:
             A, B = A[idx], B[:, idx]
         eye = torch.eye(A.shape[0], device=A.device, dtype=A.dtype)
         terms.append(torch.linalg.norm(A @ A.t() - eye) + torch.linalg.norm(B.t() @ B - eye))
-    return torch.stack(terms).mean()
+    return torch.stack(terms).sum() / (2 * len(terms))
 
 
 def orthogonal_regularization(adapters: dict[str, AdapterLinear], coef: float) -> torch.Tensor | None:
     """γ · :func:`orthogonal_penalty`, or None when γ = 0 (no graph built for a zero term).
 
-    The spec's mean runs over matrices (L terms, each ‖AAᵀ−I‖ + ‖BᵀB−I‖). PEFT and the official
-    AdaLoRA code divide the same sum by the number of A and B tensors (2L), so the official γ = 0.2
-    equals rankadapt's γ = 0.1: halve a pasted official ``reg_orth_coef`` for the same strength.
+    γ = ``reg_orth_coef`` means what it means in the official AdaLoRA/ElaLoRA/RM-LoRA code and in
+    PEFT's ``orth_reg_weight``. Earlier rankadapt divided by L, not 2L (the same γ was
+    twice as strong): an older config's γ, doubled, keeps its regime.
     """
     if not adapters or coef == 0:
         return None

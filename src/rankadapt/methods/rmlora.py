@@ -1,11 +1,11 @@
-"""RM-LoRA: regularized and masked LoRA (Mao et al., arXiv 2407.12074; ALGORITHMS.md §5).
+"""RM-LoRA: regularized and masked LoRA (Mao et al., arXiv 2407.12074; docs/methods/rmlora.md).
 
 A LoRA adapter (R = r, g ≡ 1, m ≡ 1, s = lora_alpha / lora_r) with A ~ N(0, 0.02) and B = 0, trained
 with two additions:
 
-- the orthogonal regulariser γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), γ =
-  ``reg_orth_coef`` (:func:`~rankadapt.methods.regularizers.orthogonal_penalty`: un-squared norms as
-  in AdaLoRA's and PEFT's code);
+- the orthogonal regulariser γ · Σ over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) / 2L, γ =
+  ``reg_orth_coef`` (:func:`~rankadapt.methods.regularizers.orthogonal_penalty`: un-squared norms and
+  the 2L normalisation of AdaLoRA's and PEFT's code);
 - random gradient masking: at every optimizer step, before ``optimizer.step()``, only ``random_rank``
   randomly chosen rank directions of each adapter keep their gradient. For drawn index sets I_A, I_B,
 
@@ -17,7 +17,7 @@ with two additions:
 Choices and departures from the official code:
 
 - **Only A and B are masked.** The official code also zeroes the classifier's gradient, by accident
-  (ALGORITHMS.md §5); here the freshly initialised head always trains, as with every other method.
+  (docs/methods/rmlora.md); here the freshly initialised head always trains, as with every other method.
 - **A dedicated, seeded generator.** Indices come from a CPU ``torch.Generator`` seeded from the run
   seed (``policy.seed``, set by the trainer before :meth:`RMLoRA.setup`; default 0), not from the
   global RNG: drawing them does not perturb dropout or data order, every process under DDP draws the
@@ -27,7 +27,7 @@ Choices and departures from the official code:
   Under DDP every step checks that all processes drew the same indices (one all-reduce of a digest,
   :func:`rankadapt.distributed.assert_identical`) and stops with a ``TrainingError`` if not: masking
   different rows on different processes would make the replicas drift apart silently.
-- **Masking the gradient is not freezing.** The mask acts on gradients (ALGORITHMS.md §5), so under
+- **Masking the gradient is not freezing.** The mask acts on gradients (docs/methods/rmlora.md), so under
   AdamW a masked row still moves by its first-moment momentum and by weight decay; only its fresh
   gradient is dropped. The mask comes before gradient clipping (§7), so the clipping norm is that of
   the gradient actually applied.
@@ -81,13 +81,13 @@ class RMLoRA(MethodPolicy):
         self.generator: torch.Generator | None = None
 
     def init_adapter(self, layer: AdapterLinear) -> None:
-        """A ~ N(0, 0.02), B = 0 (ALGORITHMS.md §5), so ΔW = 0 at step 0."""
+        """A ~ N(0, 0.02), B = 0 (docs/methods/rmlora.md), so ΔW = 0 at step 0."""
         with torch.no_grad():
             torch.nn.init.normal_(layer.lora_A, mean=0.0, std=0.02)
             torch.nn.init.zeros_(layer.lora_B)
 
     def regularization(self, adapters: Adapters) -> torch.Tensor | None:
-        """γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), or None when γ = 0."""
+        """γ · Σ over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) / 2L, or None when γ = 0."""
         return orthogonal_regularization(adapters, self.config.reg_orth_coef)
 
     def setup(self, adapters: Adapters, total_steps: int) -> None:

@@ -1,4 +1,4 @@
-"""SoRA: sparse low-rank adaptation (Ding et al., EMNLP 2023, arXiv 2311.11696; ALGORITHMS.md §4).
+"""SoRA: sparse low-rank adaptation (Ding et al., EMNLP 2023, arXiv 2311.11696; docs/methods/sora.md).
 
 A LoRA adapter with a trainable gate g (R = r) between the down- and the up-projection,
 
@@ -7,12 +7,19 @@ A LoRA adapter with a trainable gate g (R = r) between the down- and the up-proj
 trained by proximal gradient descent on an L1 penalty of the gate (paper §3, eqs. 3–4): after each
 optimizer step,
 
-    g ← prox_{η ξ ‖·‖₁}(g) = sign(g) · max(|g| − η·ξ, 0)
+    g ← prox_{τ ‖·‖₁}(g) = sign(g) · max(|g| − τ, 0),
 
-with η the learning rate the optimizer just used and ξ = ``sparse_lambda_2``. A rank whose gate is
-exactly 0 contributes nothing to ΔW: it is pruned, counted as removed by :meth:`SoRA.rank_pattern`
-and dropped on export (the layer's ``export_factors`` keeps only slots with g ≠ 0). Optionally,
-``sparse_lambda`` adds λ·Σ|g| over every gate to the loss (a subgradient term; default 0).
+    τ = ξ      (``prox_threshold: xi``, the default: the official SparseAdamW), or
+    τ = η · ξ  (``prox_threshold: lr_xi``: the paper's update, η the learning rate just used),
+
+with ξ = ``sparse_lambda_2``. The official ξ = 0.005 therefore means 0.005 per step, as in the official
+code; under the η·ξ reading the same number is 1/η times weaker (2,000 times at η = 5e-4). To move an
+η·ξ setting to the default, use ξ·η_peak (the same threshold at the peak learning rate).
+
+A rank whose gate is exactly 0 contributes nothing to ΔW: it is pruned, counted as removed by
+:meth:`SoRA.rank_pattern` and dropped on export (the layer's ``export_factors`` keeps only slots with
+g ≠ 0). Optionally, ``sparse_lambda`` adds λ · Σ|g| / N to the loss, N the number of gate entries over
+all matrices, as the official trainer's ``compute_loss`` (a subgradient term; default 0).
 
 Choices and departures from the official code (TsinghuaC3I/SoRA, ``SparseAdamW``):
 
@@ -20,17 +27,15 @@ Choices and departures from the official code (TsinghuaC3I/SoRA, ``SparseAdamW``
   Adam step: ``p[p > λ] -= λ; p[p < −λ] += λ; p[|p| < λ] = 0``. The third line runs on the values
   the first two have already shrunk, so a gate with ξ < |g| < 2ξ is first shrunk into (0, ξ) and then
   zeroed: it is pruned where the soft-threshold would keep sign(g)(|g| − ξ). :func:`soft_threshold`
-  applies sign(g)·max(|g| − τ, 0) in one pass. The official threshold is also the constant
-  ``sparse_lambda``, which does not follow the learning-rate schedule; here it is η·ξ with the
-  current η, as in the paper's update rule.
+  applies sign(g)·max(|g| − τ, 0) in one pass: the official threshold, without the defect.
 - **Gate init.** ``gate_init: normal`` (the default) draws g ~ N(0, 1) as the official code does, so
   that runs reproduce the published setting; ``ones`` opens every rank fully (s·g = s, LoRA's
   scale) so that no rank starts near the threshold by chance. With B = 0 both give ΔW = 0 at step 0.
 - **Pruning is a state, not an event.** Once a gate is exactly 0 its own gradient is generally
   non-zero (∂L/∂g_i = s·Σ_n (x_n Aᵀ)_i (δ_n B)_i carries no factor g_i), so Adam may move it away at
-  the next step; the proximal step re-zeroes it whenever |g| ≤ η·ξ after that step. This is the
+  the next step; the proximal step re-zeroes it whenever |g| ≤ τ after that step. This is the
   behaviour of proximal gradient descent itself: a rank stays pruned while the optimizer's step on
-  its gate stays within η·ξ (for Adam, while |m̂/√v̂| ≤ ξ: while its gradient has no consistent sign).
+  its gate stays within τ (for Adam, whose step is about η·|m̂/√v̂|, while η·|m̂/√v̂| ≤ τ).
   A and B are kept, so a revived rank resumes where it was.
 - **Rank-change reports.** The pattern may change at any step, so :meth:`SoRA.before_optimizer_step`
   records it and :meth:`SoRA.after_scheduler_step` reports whether it changed, for the trainer's
@@ -59,8 +64,10 @@ def soft_threshold(g: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def gate_l1(adapters: Adapters) -> torch.Tensor:
-    """Σ |g| over every gate of every adapted matrix (paper eq. 3's ‖g‖₁)."""
-    return torch.stack([layer.lora_E.abs().sum() for layer in adapters.values()]).sum()
+    """Σ |g| / N over the N gate entries of every adapted matrix: the mean |g| (paper eq. 3's ‖g‖₁,
+    divided by N as the official trainer does, so λ does not grow with the number of matrices)."""
+    gates = torch.cat([layer.lora_E.reshape(-1) for layer in adapters.values()])
+    return gates.abs().sum() / gates.numel()
 
 
 @register_method
@@ -85,7 +92,7 @@ class SoRA(MethodPolicy):
                 torch.nn.init.ones_(layer.lora_E)
 
     def regularization(self, adapters: Adapters) -> torch.Tensor | None:
-        """``sparse_lambda`` · Σ|g|, or None when the optional L1 term is off."""
+        """``sparse_lambda`` · Σ|g| / N, or None when the optional L1 term is off."""
         if not adapters or self.config.sparse_lambda == 0:
             return None
         return self.config.sparse_lambda * gate_l1(adapters)
@@ -95,10 +102,15 @@ class SoRA(MethodPolicy):
 
     @torch.no_grad()
     def after_optimizer_step(self, adapters: Adapters, ctx: StepContext) -> None:
-        """g ← sign(g) · max(|g| − η·ξ, 0), η = ``ctx.lr`` (the lr the optimizer just used)."""
-        threshold = ctx.lr * self.config.sparse_lambda_2
+        """g ← sign(g) · max(|g| − τ, 0), τ = :meth:`threshold` at this step."""
+        threshold = self.threshold(ctx.lr)
         for layer in adapters.values():
             layer.lora_E.copy_(soft_threshold(layer.lora_E, threshold))
+
+    def threshold(self, lr: float) -> float:
+        """τ: ξ (official, ``prox_threshold: xi``) or η·ξ with η = ``lr``, the lr just used (paper)."""
+        xi = self.config.sparse_lambda_2
+        return xi if self.config.prox_threshold == "xi" else lr * xi
 
     def after_scheduler_step(self, adapters: Adapters, ctx: StepContext) -> bool:
         """True when this step's optimizer and proximal updates changed the rank pattern."""
