@@ -5,7 +5,8 @@
   Accelerate's own skipped-step detection here, with one overflowing gradient planted);
 - a checkpoint written on a GPU (its tensors' storages tagged ``cuda:0``) resumes on a machine
   without one;
-- the training loader collates into pinned memory when the device is CUDA.
+- the training loader collates into pinned memory when the device is CUDA;
+- ``torch.compile`` trains through the fast dropout masks (CPU training).
 
 ``tests/test_cuda.py`` runs the same paths on a real device where one is visible.
 """
@@ -17,6 +18,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from helpers import custom_task_args, make_model_dir
@@ -111,3 +113,18 @@ def test_the_training_loader_pins_memory_only_for_cuda(tmp_path):
     pinned, _ = make_loaders(config, train_set, eval_sets, tokenizer, 1, pin_memory=True)
     plain, _ = make_loaders(config, train_set, eval_sets, tokenizer, 1)
     assert pinned.pin_memory and not plain.pin_memory
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_through_fast_dropout():
+    """``torch.compile`` (a choice the device check measures) of a model training with fast dropout: the
+    int16 view of the random words used to break AOT autograd's output aliasing (torch 2.13, ~20 s)."""
+    from conftest import tiny_batch, tiny_model
+
+    from rankadapt.dropout import fast_dropout
+
+    model = tiny_model("bert").train()
+    batch = tiny_batch()
+    with fast_dropout(model):
+        torch.compile(model)(**batch).logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.classifier.parameters())
