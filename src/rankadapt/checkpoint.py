@@ -96,6 +96,8 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         raise TrainingError(f"train.resume=true but {source} holds no checkpoint; "
                             "run without train.resume or point output_dir at the run to continue")
     model_state = load_file(str(source / "model.safetensors"))
-    state = torch.load(source / "training_state.pt", weights_only=False)
+    # map_location: a checkpoint written on a GPU resumes on a CPU-only machine too (the optimizer and
+    # the policies move their states to the parameters' device when they load them).
+    state = torch.load(source / "training_state.pt", map_location="cpu", weights_only=False)
     loop = LoopState(**json.loads((source / "loop.json").read_text()))
     return model_state, state, loop

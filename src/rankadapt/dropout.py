@@ -50,6 +50,7 @@ def keep_scale(p: float) -> float:
     return LEVELS / (LEVELS - drop_threshold(p))
 
 
+@torch.compiler.disable  # traced, the int16 view of the int64 draws breaks AOT autograd's aliasing (torch 2.13)
 def _random_halves(shape: torch.Size | tuple[int, ...], device: torch.device | str) -> torch.Tensor:
     """Independent uniform int16 values of the given shape, four from each 64-bit draw of the default
     generator (``random_`` over the full int64 range: every bit uniform), so the generator runs a

@@ -120,11 +120,14 @@ def encode_splits(config: RunConfig, data: TaskData, tokenizer, show_progress: b
 
 
 def make_loaders(config: RunConfig, train: EncodedDataset, evals: dict[str, EncodedDataset], tokenizer,
-                 num_processes: int, process_index: int = 0) -> tuple[DataLoader, dict[str, DataLoader]]:
+                 num_processes: int, process_index: int = 0,
+                 pin_memory: bool = False) -> tuple[DataLoader, dict[str, DataLoader]]:
     """The training loader yields this process's slice of each global batch (``train.batch_size``
     examples per micro-batch, whatever the world size: :class:`~rankadapt.distributed.GlobalBatchSampler`);
     it is not given to Accelerate, which would shard it a second time. Eval loaders hold
-    ``eval_batch_size / N`` per process and are sharded by Accelerate (gathered without duplicates)."""
+    ``eval_batch_size / N`` per process and are sharded by Accelerate (gathered without duplicates).
+    ``pin_memory`` (training on CUDA) collates into page-locked memory, so the loop's
+    ``.to(device, non_blocking=True)`` is an asynchronous copy rather than a synchronous one."""
     if config.train.batch_size < num_processes:
         raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch of one micro-step, split "
                           f"over the {num_processes} processes, so it must be at least {num_processes}; use a "
@@ -140,7 +143,7 @@ def make_loaders(config: RunConfig, train: EncodedDataset, evals: dict[str, Enco
         order = EpochPermutation(len(train), seed=config.train.seed)
     batches = GlobalBatchSampler(order, config.train.batch_size, num_processes, process_index)
     train_loader = DataLoader(train, batch_sampler=batches, collate_fn=collate, num_workers=config.train.num_workers,
-                              **own_rng)
+                              pin_memory=pin_memory, **own_rng)
     eval_batch = (config.train.eval_batch_size or 2 * config.train.batch_size) // num_processes or 1
     eval_loaders = {name: DataLoader(ds, batch_size=eval_batch, sampler=_by_length(ds), collate_fn=collate, **own_rng)
                     for name, ds in evals.items()}
@@ -204,7 +207,7 @@ def build_run(config: RunConfig) -> Run:
     if hasattr(adapted.policy, "seed"):
         adapted.policy.seed = config.train.seed
     train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, tokenizer, accelerator.num_processes,
-                                              accelerator.process_index)
+                                              accelerator.process_index, pin_memory=accelerator.device.type == "cuda")
     optimizer = make_optimizer(config, model) if adapted.trainable_parameters() else None
     # The training loader is already sharded (GlobalBatchSampler); the loop moves its batches to the device.
     model, *rest = accelerator.prepare(model, *eval_loaders.values(), *([optimizer] if optimizer else []))
@@ -371,9 +374,15 @@ def _training_loop(run: Run, loop: LoopState) -> None:
             if config.train.max_grad_norm:
                 accelerator.clip_grad_norm_(trainable, config.train.max_grad_norm)
             optimizer.step()
-            policy.after_optimizer_step(adapters, ctx)
-            scheduler.step()
-            ranks_changed = policy.after_scheduler_step(adapters, ctx)
+            ranks_changed = False
+            # fp16: a step whose gradients overflowed is skipped by the GradScaler (weights unchanged, a
+            # smaller scale next time). The hooks must skip it too: AdaLoRA/ElaLoRA would fold the inf
+            # gradients into their importance EMAs for good, SoRA would shrink gates without a step.
+            # The scheduler waits as well, as the transformers Trainer's does; the step still counts.
+            if not accelerator.optimizer_step_was_skipped:
+                policy.after_optimizer_step(adapters, ctx)
+                scheduler.step()
+                ranks_changed = policy.after_scheduler_step(adapters, ctx)
             optimizer.zero_grad(set_to_none=True)
             loop.step += 1
             # ---- bookkeeping: ranks, logs, evaluation, checkpoints ---------------------------------
