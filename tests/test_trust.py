@@ -214,7 +214,6 @@ def test_a_fresh_run_replaces_its_own_earlier_outputs(finished, tmp_path):
 @pytest.mark.parametrize("changed", [
     ["train.learning_rate=1e-3"],
     ["train.seed=7", "train.grad_accum=2"],
-    ["method.name=lora"],
     ["method.lora_r=8"],
     ["train.max_steps=4"],
 ])
@@ -227,10 +226,30 @@ def test_a_resume_with_changed_meaning_is_refused_naming_each_key(changed, finis
     assert untimed(copy) == untimed(run_dir)
 
 
-def test_a_safe_change_on_resume_is_recorded(model_dir, tmp_path):
-    run_dir = tmp_path / "lora"
-    args = [*custom_task_args(tmp_path, model_dir, run_dir, n_train=32, n_eval=16), *SHORT, "method.name=lora"]
+@pytest.fixture(scope="module")
+def finished_lora(model_dir, tmp_path_factory) -> tuple[Path, list[str]]:
+    tmp = tmp_path_factory.mktemp("lora")
+    args = [*custom_task_args(tmp, model_dir, tmp / "run", n_train=32, n_eval=16), *SHORT, "method.name=lora"]
     train_ok(*args)
+    return tmp / "run", args
+
+
+@pytest.mark.parametrize("changed", ["method.name=rmlora", "method.lora_module=[query,key,value]", "model.name"])
+def test_another_method_modules_or_model_on_resume_is_refused(changed, finished_lora, tmp_path):
+    """Today these end in a traceback (KeyError 'seed', RuntimeError) or, for another base model of
+    the same shapes, in a silently mixed run."""
+    run_dir, args = finished_lora
+    copy = copy_of(run_dir, tmp_path / "copy")
+    if changed == "model.name":
+        changed = f"model.name={_other_base(tmp_path / 'other', hidden=32, seed=5)}"
+    output = fails("train", *args, f"output_dir={copy}", "train.resume=true", changed)
+    assert changed.split("=")[0] in output and "would continue" in output
+
+
+def test_a_safe_change_on_resume_is_recorded(finished_lora, tmp_path):
+    run_dir, args = finished_lora
+    run_dir = copy_of(run_dir, tmp_path / "copy")
+    args = [*args, f"output_dir={run_dir}"]
     train_ok(*args, "train.resume=true", "train.max_steps=10", "train.logging_steps=1")
     changed = events(run_dir, "config_changed")
     assert len(changed) == 1 and changed[0]["step"] == 8
@@ -385,3 +404,131 @@ def test_a_run_killed_at_any_instant_resumes_to_the_uninterrupted_run(finished, 
         assert result.exit_code == 0, (index, where, result.output)
         assert_same_run(copy, reference)
         assert not list(copy.glob(".checkpoint.*")) and not list(copy.glob(".adapter.*")), (index, where)
+
+
+# ==================================================================================================
+# 8. One clear message instead of a traceback
+# ==================================================================================================
+
+def test_an_unusable_output_dir_is_a_clear_error(model_dir, tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert "is a file" in fails("train", *short_args(tmp_path, model_dir, a_file))
+    assert "under a file" in fails("train", *short_args(tmp_path, model_dir, a_file / "run"))
+    assert a_file.read_text() == "x"
+
+    write_text = Path.write_text
+
+    def read_only(self, *args, **kwargs):  # tests run as root, whom chmod does not stop
+        if self.name.startswith(".rankadapt-write-test"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    assert "not writable" in fails("train", *short_args(tmp_path, model_dir, tmp_path / "ro"))
+
+
+def test_a_full_disk_is_a_message_and_the_last_checkpoint_survives(finished, model_dir, tmp_path, monkeypatch):
+    import rankadapt.checkpoint as checkpoint
+
+    reference, _ = finished
+    run_dir = tmp_path / "full"
+    args = short_args(tmp_path, model_dir, run_dir)
+    writes = {"n": 0}
+    save_file = checkpoint.save_file
+
+    def disk_full_at_the_second_checkpoint(tensors, path, *rest, **kwargs):
+        writes["n"] += 1
+        if writes["n"] == 3:  # two files per checkpoint: the second checkpoint's first file
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return save_file(tensors, path, *rest, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full_at_the_second_checkpoint)
+    output = fails("train", *args)
+    assert "No space left on device" in output and "train.resume=true" in output
+    monkeypatch.setattr(checkpoint, "save_file", save_file)
+    assert json.loads((run_dir / "checkpoint" / "loop.json").read_text())["step"] == 3
+    assert not list(run_dir.glob(".checkpoint.*"))
+    train_ok(*args, "train.resume=true")
+    assert_same_run(run_dir, reference)
+
+
+def test_lengths_beyond_the_models_positions_are_refused(finished, model_dir, tmp_path):
+    run_dir, _ = finished
+    output = fails("train", *short_args(tmp_path, model_dir, tmp_path / "long", "data.max_length=100"))
+    assert "data.max_length=100" in output and "64" in output
+    assert "--max-length" in fails("predict", run_dir, "good film", "--max-length", "100")
+    result = invoke("predict", run_dir, "good film", "--max-length", "0")
+    assert result.exit_code == 2 and "--max-length" in result.output
+
+
+def test_a_negative_seed_is_refused(model_dir, tmp_path):
+    assert "train.seed" in fails("train", *short_args(tmp_path, model_dir, tmp_path / "neg", "train.seed=-1"))
+
+
+def test_predict_refuses_a_file_that_is_not_utf8(finished, tmp_path):
+    run_dir, _ = finished
+    latin1 = tmp_path / "texts.txt"
+    latin1.write_bytes("très bon film\n".encode("latin-1"))
+    assert "UTF-8" in fails("predict", run_dir, "--file", latin1)
+
+
+def _other_base(directory: Path, hidden: int, seed: int) -> Path:
+    """A tiny BERT with the test tokenizer: of another shape (hidden != 32) or the same shape and other weights."""
+    import transformers
+
+    from conftest import tiny_config
+    from helpers import make_tokenizer
+
+    tokenizer = make_tokenizer(directory)
+    config = tiny_config("bert")
+    config.vocab_size = max(config.vocab_size, len(tokenizer))
+    config.hidden_size, config.intermediate_size = hidden, 2 * hidden
+    torch.manual_seed(seed)
+    transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_eval_on_another_base_model_is_refused(finished, tmp_path):
+    run_dir, _ = finished
+    wider = _other_base(tmp_path / "wider", hidden=48, seed=0)
+    assert "does not fit" in fails("eval", run_dir, f"model.name={wider}")
+    same_shape = _other_base(tmp_path / "same-shape", hidden=32, seed=5)
+    assert "other weights" in fails("eval", run_dir, f"model.name={same_shape}")
+    assert invoke("eval", run_dir).exit_code == 0
+
+
+# ==================================================================================================
+# 9. Input that was silently accepted
+# ==================================================================================================
+
+def test_duplicate_csv_columns_are_refused(model_dir, tmp_path):
+    rows = [(text, label, "x") for text, label in sentiment_rows(16, seed=1)]
+    doubled = write_csv(tmp_path / "doubled.csv", rows, header=("text", "label", "text"))
+    output = fails("train", *short_args(tmp_path, model_dir, tmp_path / "dup"), f"data.train_file={doubled}")
+    assert "'text'" in output and "unique" in output
+
+
+def test_a_json_object_in_a_text_field_is_refused(model_dir, tmp_path):
+    records = [{"text": {"title": "good"} if i == 3 else text, "label": label}
+               for i, (text, label) in enumerate(sentiment_rows(16, seed=1))]
+    path = tmp_path / "objects.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    output = fails("train", *short_args(tmp_path, model_dir, tmp_path / "obj"), f"data.train_file={path}")
+    assert "record 4" in output and "dict" in output
+
+
+# ==================================================================================================
+# 10. Outputs follow the umask
+# ==================================================================================================
+
+def test_run_outputs_follow_the_process_umask(model_dir, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        run_dir = tmp_path / "shared-run"
+        train_ok(*short_args(tmp_path, model_dir, run_dir))
+    finally:
+        os.umask(previous)
+    for name in ("adapter", "checkpoint"):
+        assert (run_dir / name).stat().st_mode & 0o777 == 0o755, name

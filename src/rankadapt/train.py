@@ -51,7 +51,7 @@ from .experiments.init_from import init_adapters_from
 from .methods import StepContext
 from .metrics import compute_metrics, predictions_from_logits
 from .model import AdaptedModel, prepare_model, trainable_state_dict
-from .models import check_max_length, load_model, load_tokenizer
+from .models import fitted_max_length, load_model, load_model_config, load_tokenizer
 from .ownership import (RunLock, clear_run_outputs, crash_point, make_run_dir, refuse_foreign_outputs,
                         restore_interrupted_swap)
 from .resume import SCHEDULED_METHODS, check_resume_changes, config_changes
@@ -190,11 +190,11 @@ def build_run(config: RunConfig) -> Run:
     run_dir = config.resolved_output_dir()
     data = load_task_data(config.data)
     tokenizer = load_tokenizer(config.model.name)
+    config = fit_max_length(config, load_model_config(config.model.name))
     train_set, eval_sets = encode_splits(config, data, tokenizer)
     # Seed everything before the head and the adapters are created, so their init is reproducible.
     set_seed(config.train.seed)
     model = load_model(config.model, data.task.num_labels, data.task.label_names)
-    check_max_length(model, config.data.max_length, "data.max_length")
     echo = print if accelerator.is_main_process else None
     config = apply_budget(config, model, echo)  # method.budget -> rank settings; needs the matrix shapes
     adapted = prepare_model(model, config.method)
@@ -218,6 +218,15 @@ def build_run(config: RunConfig) -> Run:
     logger = RunLogger(run_dir, tensorboard=config.train.tensorboard, enabled=accelerator.is_main_process)
     return Run(config, run_dir, accelerator, data, tokenizer, adapted, model, train_loader, eval_loaders,
                optimizer, scheduler, total_steps, steps_per_epoch, logger)
+
+
+def fit_max_length(config: RunConfig, model_config) -> RunConfig:
+    """data.max_length within the model's positions: refused if set so, lowered if left at its default."""
+    explicit = "max_length" in config.data.model_fields_set
+    fitted = fitted_max_length(model_config, config.data.max_length, "data.max_length", explicit)
+    if fitted == config.data.max_length:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update={"max_length": fitted})})
 
 
 # ==================================================================================================
