@@ -29,7 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import TrainingError
-from .ownership import atomic_dir, crash_point, remove_owned as _remove_owned, remove_stale_temporaries, temporaries_of
+from .ownership import (atomic_dir, crash_point, is_owned, remove_owned as _remove_owned, remove_stale_temporaries,
+                        temporaries_of)
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_FILE = "model.safetensors"
@@ -38,6 +39,7 @@ STATE_JSON = "state.json"
 LOOP_FILE = "loop.json"
 MANIFEST = "manifest.json"
 FORMAT = "rankadapt-checkpoint-2"
+CHECKSUMMED = (MODEL_FILE, STATE_TENSORS, STATE_JSON, LOOP_FILE)
 LEGACY_STATE = "training_state.pt"
 
 
@@ -117,7 +119,7 @@ def save_checkpoint(run_dir: Path, *, model_state: dict[str, torch.Tensor], opti
         _write_synced(tmp / STATE_JSON, json.dumps(structure))
         _write_synced(tmp / LOOP_FILE, json.dumps(asdict(loop), indent=2))
         crash_point("checkpoint: state written")
-        digests = {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_TENSORS, STATE_JSON, LOOP_FILE)}
+        digests = {name: _sha256(tmp / name) for name in CHECKSUMMED}
         _write_synced(tmp / MANIFEST, json.dumps({"format": FORMAT, "files": digests}, indent=2))
         crash_point("checkpoint: manifest written")
     return target
@@ -128,15 +130,17 @@ def has_checkpoint(run_dir: Path) -> bool:
     return bool(_complete_candidates(Path(run_dir)))
 
 
-def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], LoopState]:
+def load_checkpoint(run_dir: Path, recover: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any], LoopState]:
     """The newest complete checkpoint of ``run_dir``, verified against its manifest.
 
     A crash inside the swap of :func:`atomic_dir` can leave the newest complete checkpoint under a
-    temporary name (``.checkpoint.old`` or ``.checkpoint.tmp-*``); it is moved back into place first.
+    temporary name (``.checkpoint.old`` or ``.checkpoint.tmp-*``); with ``recover`` it is moved back
+    into place first (several processes: the main one recovers, then every process loads with
+    ``recover=False``).
     """
     run_dir = Path(run_dir)
-    source = recover_checkpoint(run_dir)
-    if source is None:
+    source = recover_checkpoint(run_dir) if recover else run_dir / CHECKPOINT_DIR
+    if source is None or _manifest(source) is None:
         legacy = run_dir / CHECKPOINT_DIR / LEGACY_STATE
         if legacy.exists():
             raise TrainingError(f"{legacy.parent} was written by an older rankadapt (a pickled {LEGACY_STATE}, which "
@@ -169,6 +173,9 @@ def recover_checkpoint(run_dir: Path) -> Path | None:
         return None
     newest = max(candidates, key=lambda path: (_step_of(path), path == target))
     if newest != target:
+        if target.exists() and not is_owned(target):
+            raise TrainingError(f"{target} was not written by this rankadapt version, and a newer checkpoint waits in "
+                                f"{newest}; move {target} away and resume again")
         if target.exists():
             _remove_owned(target)
         os.replace(newest, target)
@@ -199,7 +206,11 @@ def _step_of(path: Path) -> int:
 
 def _verify(source: Path) -> None:
     """Refuse a checkpoint whose files are missing or differ from what its manifest recorded."""
-    for name, digest in _manifest(source)["files"].items():
+    files = _manifest(source).get("files")
+    if not isinstance(files, dict) or set(files) != set(CHECKSUMMED):
+        raise TrainingError(f"the checkpoint manifest {source / MANIFEST} does not list this version's files; "
+                            "start the run afresh in a new output_dir")
+    for name, digest in files.items():
         path = source / name
         if not path.is_file():
             raise TrainingError(f"the checkpoint in {source} is incomplete: {name} is missing. Restore it from a "

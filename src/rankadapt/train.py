@@ -38,8 +38,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import (CHECKPOINT_DIR, LoopState, has_checkpoint, load_checkpoint, rng_state, rng_state_for,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (CHECKPOINT_DIR, LoopState, has_checkpoint, load_checkpoint, recover_checkpoint, rng_state,
+                         rng_state_for, save_checkpoint, set_rng_state)
 from .config import RunConfig
 from .data import (EncodedDataset, LengthGroupedSampler, PaddingCollator, TaskData, encode, load_task_data)
 from .distributed import (EpochPermutation, GlobalBatchSampler, assert_identical, gather_objects, rank,
@@ -521,7 +521,10 @@ def _start_or_resume(run: Run) -> LoopState:
 def _resume(run: Run) -> LoopState:
     """Continue the run in ``run_dir`` exactly where its newest complete checkpoint left it."""
     config = run.config
-    model_state, state, loop = load_checkpoint(run.run_dir)
+    if run.is_main:
+        recover_checkpoint(run.run_dir)  # after a crash inside a swap; the run's lock is held
+    run.accelerator.wait_for_everyone()
+    model_state, state, loop = load_checkpoint(run.run_dir, recover=False)
     changes = _checked_config_changes(run, loop)
     model = run.accelerator.unwrap_model(run.model)
     missing = set(model_state) - set(model.state_dict())
@@ -542,8 +545,11 @@ def _resume(run: Run) -> LoopState:
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
         raise TrainingError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} does not fit this model/method "
                             f"({type(err).__name__}: {str(err)[:200]}); resume with the run's own config.yaml") from None
-    if loop.step < run.total_steps:
-        loop.final_metrics = None  # trained for longer than the finished run (train.max_steps/epochs grew)
+    if loop.final_metrics is not None and loop.step < run.total_steps:
+        # A finished run trained for longer (train.max_steps/epochs grew): its results are no longer final.
+        loop.final_metrics = None
+        if run.is_main:
+            (run.run_dir / RESULTS_FILE).unlink(missing_ok=True)
     run.logger.truncate_to(loop.events_logged, loop.step)
     if changes and run.is_main:
         _record_config_changes(run, loop, changes)
