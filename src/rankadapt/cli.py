@@ -15,6 +15,7 @@ message and exits with status 2, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
@@ -47,8 +48,24 @@ def _user_errors(func):
         except KeyboardInterrupt:
             typer.echo("interrupted; continue a training run with train.resume=true", err=True)
             raise typer.Exit(130) from None
+        except OSError as err:
+            if err.errno not in _STORAGE_ERRORS:
+                raise
+            typer.echo(f"error: {_storage_message(err)}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _storage_message(err: OSError) -> str:
+    """A failed write (disk full, quota, read-only file system, permissions): what to do about it.
+    Checkpoints and exports are written aside and swapped in, so the last complete ones are intact."""
+    where = f": {err.filename}" if err.filename else ""
+    return (f"{err.strerror or err}{where}. Free space (or fix the permissions) and rerun; a training run continues "
+            "from its last complete checkpoint with train.resume=true")
 
 
 def _split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
@@ -143,7 +160,11 @@ def predict(path: Path = typer.Argument(..., help="A run, adapter or model direc
     if file is not None:
         if not file.is_file():
             raise ConfigError(f"--file {file} does not exist")
-        inputs += [line for line in file.read_text().splitlines() if line.strip()]
+        try:
+            inputs += [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"--file {file} is not UTF-8 text (byte {err.start}: {err.reason}); convert it, e.g. "
+                              f"iconv -f latin1 -t utf-8 {file}") from None
     if not inputs:
         raise ConfigError("give texts to classify as arguments or with --file")
     for record in predict_path(path, inputs, max_length=max_length, echo=lambda line: typer.echo(line, err=True)):

@@ -83,7 +83,7 @@ class DataConfig(_Section):
     """Use a stratified, seeded subset of this many evaluation examples (per eval split)."""
     validation_size: float = Field(0.1, gt=0.0, lt=1.0)
     """Fraction of train held out as validation when the task has no validation split (IMDB)."""
-    split_seed: int = 1234
+    split_seed: int = Field(1234, ge=0, lt=2**32)
     """Seed of the held-out split and the subsets; fixed so every run sees the same examples."""
     max_length: int = 128
     padding: Literal["longest", "max_length"] = "longest"
@@ -202,7 +202,8 @@ class TrainConfig(_Section):
     """Warmup as a fraction of the total steps, used when warmup_steps is 0."""
     max_grad_norm: float | None = Field(1.0, gt=0.0)
     grad_accum: int = Field(1, gt=0)
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32)
+    """Seeds Python, NumPy and torch; NumPy takes 0 .. 2**32 - 1."""
     eval_strategy: Literal["steps", "epoch", "no"] = "epoch"
     eval_steps: int = Field(500, gt=0)
     logging_steps: int = Field(20, gt=0)

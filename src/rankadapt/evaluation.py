@@ -7,17 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from .data import load_task_data
+from .errors import ConfigError
 from .inference import load_trained, predict_texts, prediction_settings, run_config_for, split_pairs
+from .models import fitted_max_length
 from .progress import phase
 
 
 def evaluate_path(path: str | Path, overrides: list[str]) -> dict[str, Any]:
     """Metrics of a trained run/adapter on the configured eval split(s)."""
-    from .train import encode_splits, evaluate_loaders, make_accelerator, make_loaders
+    from .train import fit_max_length, encode_splits, evaluate_loaders, make_accelerator, make_loaders
 
     config = run_config_for(path, overrides)
     data = load_task_data(config.data)
     trained = load_trained(path, config, data.task.num_labels, data.task.label_names)
+    config = fit_max_length(config, trained.model.config)
     accelerator = make_accelerator(config)
     show = accelerator.is_main_process and config.train.progress
     train_set, eval_sets = encode_splits(config, data, trained.tokenizer, show_progress=show)
@@ -40,12 +43,15 @@ def predict_path(path: str | Path, inputs: list[str], max_length: int | None = N
         echo(f"predict: {settings.describe()}")
     labels = settings.label_names
     trained = load_trained(path, config, len(labels) if labels else 1, labels)
-    return predict_texts(trained, texts, pairs, max_length=settings.max_length, show_progress=echo is not None)
+    # An explicit --max-length beyond the model's positions is refused; a stored one is lowered to fit.
+    length = fitted_max_length(trained.model.config, settings.max_length, "--max-length", max_length is not None)
+    return predict_texts(trained, texts, pairs, max_length=length, show_progress=echo is not None)
 
 
 def export_merged_path(path: str | Path, out_dir: str | Path) -> Path:
     from .export import export_merged
 
+    _refuse_overlap(Path(path), Path(out_dir))
     config = run_config_for(path, [])
     settings = prediction_settings(path, config)
     labels = settings.label_names
@@ -55,3 +61,11 @@ def export_merged_path(path: str | Path, out_dir: str | Path) -> Path:
             "is_pair": settings.is_pair}
     with phase(f"exporting {out_dir}", show=True):
         return export_merged(trained.adapted, out_dir, tokenizer=trained.tokenizer, meta=meta)
+
+
+def _refuse_overlap(source: Path, out_dir: Path) -> None:
+    """The merged model may not be written over, into or around what it is made from."""
+    src, out = source.resolve(), out_dir.resolve()
+    if out == src or src in out.parents or out in src.parents:
+        raise ConfigError(f"--merged {out_dir} overlaps {source}, which the merged model is made from; writing it "
+                          "there would replace the run or adapter. Choose a directory outside it")

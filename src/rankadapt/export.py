@@ -11,10 +11,9 @@ rank pattern and capacities, for humans and for ``rankadapt eval``).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from .errors import ModelError
 from .layer import AdapterLinear
 from .methods import build_policy
 from .model import AdaptedModel, attach_lora, set_trainable
+from .ownership import atomic_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -93,9 +93,10 @@ def export_peft(adapted: AdaptedModel, out_dir: str | os.PathLike, base_model: s
         "capacity": {n: layer.capacity for n, layer in adapted.adapters.items()},
         "roles": adapted.roles,
         "adapter_parameters": adapted.adapter_parameters(),
+        "base_model_fingerprint": base_fingerprint(adapted.model, adapted.head_modules),
         **(extra_meta or {}),
     }
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
         (tmp / RANKADAPT_META).write_text(json.dumps(meta, indent=2))
         save_file(peft_state_dict(adapted, ranks), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
@@ -118,9 +119,11 @@ def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> Adapt
     names = [k[len(_PREFIX):-len(".lora_A.weight")] for k in lora_keys]
     modules = dict(model.named_modules())
     missing = [n for n in names if n not in modules]
+    trained_on = config.get("base_model_name_or_path")
     if missing:
         raise ModelError(f"the adapter in {adapter_dir} targets modules this model lacks ({', '.join(missing[:4])}); "
-                         f"load it onto the base model it was trained on ({config.get('base_model_name_or_path')})")
+                         f"load it onto the base model it was trained on ({trained_on})")
+    _check_shapes(adapter_dir, modules, state, names, trained_on)
     method_config = MethodConfig(name="lora", lora_r=int(config["r"]), lora_alpha=float(config["lora_alpha"]),
                                  modules_to_save=_head_names(config, modules))
     policy = build_policy(method_config)
@@ -130,7 +133,13 @@ def load_peft_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> Adapt
         B = state[f"{_PREFIX}{name}.lora_B.weight"]
         alpha = float(_pattern_value(config.get("alpha_pattern", {}), name, config["lora_alpha"]))
         attach_lora(adapted, name, A, B, scale=alpha / A.shape[0])
-    _load_head(model, adapted.head_modules, state)
+    _check_base_identity(adapter_dir, model, adapted.head_modules, trained_on)
+    try:
+        _load_head(model, adapted.head_modules, state)
+    except RuntimeError as err:
+        raise ModelError(f"the classification head saved in {adapter_dir} does not fit this model "
+                         f"({str(err).splitlines()[-1].strip()}); load it onto the base model it was trained on "
+                         f"({trained_on}) with the same labels") from None
     set_trainable(adapted)
     return adapted
 
@@ -146,7 +155,7 @@ def export_merged(adapted: AdaptedModel, out_dir: str | os.PathLike, tokenizer=N
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, module.base)
-    with _atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
@@ -156,6 +165,53 @@ def export_merged(adapted: AdaptedModel, out_dir: str | os.PathLike, tokenizer=N
 
 
 # --------------------------------------------------------------------------------------------------
+def base_fingerprint(model: nn.Module, head_modules: list[str]) -> str:
+    """SHA-256 of the base model's weights (names, shapes, float32 values), adapters and head left out.
+
+    Recorded in ``rankadapt.json`` at export and checked when the adapter is loaded: an adapter on
+    another base model of the same shapes would load without error and silently predict nonsense.
+    A wrapped layer's ``base.weight`` counts as the plain layer's ``weight``.
+    """
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf.startswith("lora_") or any(name.startswith(head + ".") for head in head_modules):
+            continue
+        values = param.detach().float().cpu().contiguous()
+        digest.update(f"{name.replace('.base.', '.')}:{tuple(values.shape)};".encode())
+        digest.update(values.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_base_identity(adapter_dir: Path, model: nn.Module, head_modules: list[str], trained_on: str | None) -> None:
+    recorded = _read_meta(adapter_dir).get("base_model_fingerprint")
+    if recorded and recorded != base_fingerprint(model, head_modules):
+        raise ModelError(f"the adapter in {adapter_dir} was trained on a base model with other weights than the one "
+                         f"given (same shapes, different values); evaluate it on the base model it was trained on "
+                         f"({trained_on}): drop model.name or set model.name to that model")
+
+
+def _read_meta(adapter_dir: Path) -> dict[str, Any]:
+    path = adapter_dir / RANKADAPT_META
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        raise ModelError(f"{path} is not valid JSON; restore it or re-export the adapter") from None
+
+
+def _check_shapes(adapter_dir: Path, modules: dict[str, nn.Module], state: dict[str, torch.Tensor],
+                  names: list[str], trained_on: str | None) -> None:
+    """Each LoRA pair must fit its layer: A is r x d_in, B is d_out x r."""
+    for name in names:
+        A, B = state[f"{_PREFIX}{name}.lora_A.weight"], state[f"{_PREFIX}{name}.lora_B.weight"]
+        weight = getattr(modules[name], "weight", None)
+        if weight is None or weight.ndim != 2 or tuple(weight.shape) != (B.shape[0], A.shape[1]):
+            shape = None if weight is None else tuple(weight.shape)
+            raise ModelError(f"the adapter in {adapter_dir} does not fit this base model: {name} is {shape} here but "
+                             f"{(B.shape[0], A.shape[1])} in the adapter; load it onto the base model it was trained "
+                             f"on ({trained_on})")
+
+
 def _read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
     path = adapter_dir / ADAPTER_CONFIG
     if not path.is_file():
@@ -194,28 +250,3 @@ def _load_head(model: nn.Module, heads: list[str], state: dict[str, torch.Tensor
         sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if sub:
             module.load_state_dict(sub, strict=True)
-
-
-class _atomic_dir:
-    """Write a directory under a temporary name, then swap it into place."""
-
-    def __init__(self, target: str | os.PathLike) -> None:
-        self.target = Path(target)
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.target, old)
-        os.replace(self.tmp, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

@@ -57,6 +57,17 @@ def load_tokenizer(name: str):
         raise ModelError(_unloadable(name, path, err)) from None
 
 
+def load_model_config(name: str):
+    """The transformers config of model ``name`` (no weights loaded)."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(name)
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ModelError(_unloadable(name, path, err)) from None
+
+
 def load_model(cfg: ModelConfig, num_labels: int, label_names: tuple[str, ...] | None = None):
     """A sequence classifier with a fresh head of ``num_labels`` outputs (1 = regression)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -95,3 +106,31 @@ def _unloadable(name: str, path: str, err: Exception) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return f"cannot load model {name!r}: {hint}. ({first})" if path == name else \
         f"cannot load model {name!r} from {path}: {first}"
+
+
+# Architectures whose position ids start after the padding index (RoBERTa's scheme).
+_PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet", "longformer")
+
+
+def max_input_length(config) -> int | None:
+    """The longest input (in tokens) the position embeddings of a model with this transformers
+    config cover; None if unbounded (relative positions only, as DeBERTa-v2 without absolute ones)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None or getattr(config, "position_biased_input", True) is False:
+        return None
+    if config.model_type in _PADDING_OFFSET_POSITIONS:
+        positions -= (config.pad_token_id or 0) + 1
+    return positions
+
+
+def fitted_max_length(config, max_length: int, setting: str, explicit: bool = True) -> int:
+    """The truncation length to use with a model of transformers config ``config``: a length given
+    explicitly that the model cannot take is refused (it would fail deep inside the forward pass on
+    a long input); the default is lowered to fit."""
+    longest = max_input_length(config)
+    if longest is None or max_length <= longest:
+        return max_length
+    if not explicit:
+        return longest
+    raise ModelError(f"{setting}={max_length} exceeds the {longest} positions this model has "
+                     f"({config.model_type}); use {setting}={longest} or less")

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
+import os
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from .augment import build_objective, check_objective
-from .checkpoint import (CHECKPOINT_DIR, LoopState, load_checkpoint, rng_state, rng_state_for, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (CHECKPOINT_DIR, LoopState, has_checkpoint, load_checkpoint, recover_checkpoint, rng_state,
+                         rng_state_for, save_checkpoint, set_rng_state)
 from .config import RunConfig
 from .data import (EncodedDataset, LengthGroupedSampler, PaddingCollator, TaskData, encode, load_task_data)
 from .distributed import (EpochPermutation, GlobalBatchSampler, assert_identical, gather_objects, rank,
@@ -51,8 +51,11 @@ from .experiments.init_from import init_adapters_from
 from .methods import StepContext
 from .metrics import compute_metrics, predictions_from_logits
 from .model import AdaptedModel, prepare_model, trainable_state_dict
-from .models import load_model, load_tokenizer
+from .models import fitted_max_length, load_model, load_model_config, load_tokenizer
 from .progress import bar, phase
+from .ownership import (RunLock, clear_run_outputs, crash_point, make_run_dir, refuse_foreign_outputs,
+                        restore_interrupted_swap)
+from .resume import SCHEDULED_METHODS, check_resume_changes, config_changes
 from .tracking import RunLogger
 from .versions import package_versions
 
@@ -195,6 +198,7 @@ def build_run(config: RunConfig) -> Run:
     data = load_task_data(config.data)
     check_objective(config.train, data.task.is_regression, data.task.name)
     tokenizer = load_tokenizer(config.model.name)
+    config = fit_max_length(config, load_model_config(config.model.name))
     train_set, eval_sets = encode_splits(config, data, tokenizer, show_progress=accelerator.is_main_process)
     # Seed everything before the head and the adapters are created, so their init is reproducible.
     set_seed(config.train.seed)
@@ -222,6 +226,15 @@ def build_run(config: RunConfig) -> Run:
     logger = RunLogger(run_dir, tensorboard=config.train.tensorboard, enabled=accelerator.is_main_process)
     return Run(config, run_dir, accelerator, data, tokenizer, adapted, model, train_loader, eval_loaders,
                optimizer, scheduler, total_steps, steps_per_epoch, logger)
+
+
+def fit_max_length(config: RunConfig, model_config) -> RunConfig:
+    """data.max_length within the model's positions: refused if set so, lowered if left at its default."""
+    explicit = "max_length" in config.data.model_fields_set
+    fitted = fitted_max_length(model_config, config.data.max_length, "data.max_length", explicit)
+    if fitted == config.data.max_length:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update={"max_length": fitted})})
 
 
 # ==================================================================================================
@@ -283,11 +296,32 @@ def best_metric_name(run: Run) -> str:
 
 def train(config: RunConfig) -> dict[str, Any]:
     """Run one fine-tuning job end to end; returns the ``results.json`` record."""
-    run = build_run(config)
-    try:
-        return _train(run)
-    finally:
-        run.logger.close()
+    with _claimed_run_dir(config):
+        run = build_run(config)
+        try:
+            return _train(run)
+        finally:
+            run.logger.close()
+
+
+@contextmanager
+def _claimed_run_dir(config: RunConfig):
+    """Hold the run directory's lock for the whole run (main process only: the others write nothing),
+    after checking it can be written and that a fresh run would replace only rankadapt's own outputs."""
+    if os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    run_dir = config.resolved_output_dir()
+    make_run_dir(run_dir)
+    with RunLock(run_dir):
+        if not config.train.resume:
+            refuse_foreign_outputs(run_dir)
+        elif (run_dir / CONFIG_FILE).is_file() and not config.method.budget:
+            # Early, before building anything that a changed setting could break; the length check
+            # (and a budget's derived ranks) needs the built run and the checkpoint: see _resume.
+            check_resume_changes(config_changes((run_dir / CONFIG_FILE).read_text(), config.to_yaml()), run_dir,
+                                 longer=True)
+        yield
 
 
 def _train(run: Run) -> dict[str, Any]:
@@ -300,21 +334,33 @@ def _train(run: Run) -> dict[str, Any]:
               + (f" on {run.accelerator.num_processes} processes (global batch {config.train.batch_size})"
                  if run.accelerator.num_processes > 1 else ""))
     start = time.perf_counter()
-    if run.optimizer is not None and loop.step < run.total_steps:
-        cheaper_masks = fast_dropout(run.adapted.model) if config.train.fast_dropout else nullcontext()
-        with cheaper_masks:
-            _training_loop(run, loop)
-    final = evaluate(run)
-    run.logger.log("eval", loop.step, final=True, **final)
-    _update_best(run, loop, final)
-    _export(run, loop, final_pass=True)
-    if run.optimizer is not None:
-        _save(run, loop)
+    if loop.final_metrics is not None and loop.step >= run.total_steps:
+        final = loop.final_metrics  # a finished run resumed: its final evaluation is already logged
+    else:
+        if run.optimizer is not None and loop.step < run.total_steps:
+            cheaper_masks = fast_dropout(run.adapted.model) if config.train.fast_dropout else nullcontext()
+            with cheaper_masks:
+                _training_loop(run, loop)
+        final = _final_evaluation(run, loop)
     results = _results(run, loop, final, wall=time.perf_counter() - start)
     if run.is_main:
+        crash_point("train: before results.json")
         _write_json(run.run_dir / RESULTS_FILE, results)
     run.accelerator.wait_for_everyone()
     return results
+
+
+def _final_evaluation(run: Run, loop: LoopState) -> dict[str, float]:
+    """Evaluate, log, export and checkpoint the end of the run; the checkpoint marks it finished."""
+    final = evaluate(run)
+    run.logger.log("eval", loop.step, final=True, **final)
+    _require_finite_evaluation(run, loop, final)
+    _update_best(run, loop, final)
+    _export(run, loop, final_pass=True)
+    loop.final_metrics = final
+    if run.optimizer is not None:
+        _save(run, loop)
+    return final
 
 
 def _training_loop(run: Run, loop: LoopState) -> None:
@@ -326,7 +372,8 @@ def _training_loop(run: Run, loop: LoopState) -> None:
     num_epochs = math.ceil(run.total_steps / run.steps_per_epoch)
     progress = _progress_bar(run, loop.step)
     batches, device, num_processes = run.train_loader.batch_sampler, accelerator.device, accelerator.num_processes
-    window = {"loss": 0.0, "reg": 0.0, "batches": 0, "samples": 0, "start": time.perf_counter(), "shown_sps": "-"}
+    window = _restored_window(run, loop)
+    window["shown_sps"] = "-"  # samples/s shown on the bar until the first train event
     # The task loss, or Cutoff / R-drop's loss with its second forward pass (rankadapt.augment).
     objective = build_objective(config.train, accelerator.unwrap_model(model).get_input_embeddings())
     if policy.rank_adaptive and loop.step == 0:
@@ -399,9 +446,10 @@ def _training_loop(run: Run, loop: LoopState) -> None:
                 metrics = evaluate(run)
                 run.logger.log("eval", loop.step, epoch=epoch + 1, **metrics)
                 progress.write(f"step {loop.step}: " + _format_metrics(metrics)) if run.is_main else None
+                _require_finite_evaluation(run, loop, metrics)
                 if _update_best(run, loop, metrics, best_name):
                     _export(run, loop)
-                _save(run, loop)
+                _save(run, loop, window)
                 tic = time.perf_counter()
             if loop.step >= run.total_steps:
                 break
@@ -418,12 +466,43 @@ def _check_finite(run: Run, loop: LoopState, loss: torch.Tensor) -> None:
     if run.accelerator.num_processes > 1:
         bad = run.accelerator.reduce(bad, reduction="sum")
     if bad.item():
-        ckpt = run.run_dir / CHECKPOINT_DIR
-        kept = f"the last good checkpoint ({ckpt}) is kept" if ckpt.exists() else "no checkpoint was written yet"
+        kept = _kept_checkpoint(run)
         value = loss.item() if not torch.isfinite(loss.detach()) else "non-finite on another process"
         raise TrainingError(f"the training loss became {value} at optimizer step {loop.step} "
                             f"(epoch {loop.epoch + 1}); training stopped and {kept}. Lower train.learning_rate, "
                             "set train.max_grad_norm, or use train.mixed_precision=no")
+
+
+def _require_finite_evaluation(run: Run, loop: LoopState, metrics: dict[str, float]) -> None:
+    """Stop before a checkpoint is written after an evaluation that is not finite (the weights have
+    diverged): the checkpoint kept is then the last good one, and resuming from it works."""
+    bad = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+    if bad:
+        raise TrainingError(f"the evaluation at optimizer step {loop.step} gave non-finite {', '.join(bad)}: the "
+                            f"weights diverged; training stopped and {_kept_checkpoint(run)}. Lower "
+                            "train.learning_rate, set train.max_grad_norm, or use train.mixed_precision=no")
+
+
+def _kept_checkpoint(run: Run) -> str:
+    ckpt = run.run_dir / CHECKPOINT_DIR
+    return f"the last good checkpoint ({ckpt}) is kept" if has_checkpoint(run.run_dir) else "no checkpoint was written yet"
+
+
+def _restored_window(run: Run, loop: LoopState) -> dict[str, Any]:
+    """The running sums of the train loss since the last ``train`` event, as the checkpoint left them.
+
+    With the world size unchanged every process takes its own; otherwise process 0 takes the sum of
+    the loss shares (whose sum over processes is what is logged) and the others start from zero.
+    """
+    window = {"loss": 0.0, "reg": 0.0, "batches": 0, "samples": 0}
+    saved, index = loop.train_windows, run.accelerator.process_index
+    if saved:
+        if len(saved) == run.accelerator.num_processes:
+            window.update(saved[index])
+        else:
+            window.update(saved[0], loss=sum(w["loss"] for w in saved) if index == 0 else 0.0)
+    window["start"] = time.perf_counter()
+    return window
 
 
 def _eval_due(config: RunConfig, step: int, epoch_end: bool, total: int) -> bool:
@@ -451,53 +530,89 @@ def _update_best(run: Run, loop: LoopState, metrics: dict[str, float], name: str
 # ==================================================================================================
 
 def _start_or_resume(run: Run) -> LoopState:
-    config = run.config
-    if config.train.resume:
-        model_state, state, loop = load_checkpoint(run.run_dir)
-        model = run.accelerator.unwrap_model(run.model)
-        missing = set(model_state) - set(model.state_dict())
-        if missing:
-            raise TrainingError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} does not fit this model/method "
-                                f"(unknown tensors such as {sorted(missing)[:3]}); resume with the run's own config.yaml")
-        if loop.batch_size is not None and loop.batch_size != config.train.batch_size:
-            raise ConfigError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} was written with train.batch_size="
-                              f"{loop.batch_size} and its position in the epoch counts such batches; resume with "
-                              f"train.batch_size={loop.batch_size} (the global batch, whatever the number of processes)")
-        model.load_state_dict(model_state, strict=False)
-        if run.optimizer is not None:
-            run.optimizer.load_state_dict(state["optimizer"])
-            run.scheduler.load_state_dict(state["scheduler"])
-        run.adapted.policy.load_state_dict(state["policy"])
-        set_rng_state(rng_state_for(state["rng"], rank(), run.accelerator.num_processes))
-        run.logger.truncate_after(loop.step)
-        moved = (f" (written by {loop.world_size} processes, continuing on {run.accelerator.num_processes})"
-                 if loop.world_size != run.accelerator.num_processes else "")
-        run.print(f"resuming {run.run_dir} at optimizer step {loop.step}{moved}")
-        return loop
+    if run.config.train.resume:
+        return _resume(run)
     if run.is_main:
         _fresh_run_dir(run)
     run.accelerator.wait_for_everyone()
     return LoopState()
 
 
+def _resume(run: Run) -> LoopState:
+    """Continue the run in ``run_dir`` exactly where its newest complete checkpoint left it."""
+    config = run.config
+    if run.is_main:
+        recover_checkpoint(run.run_dir)  # after a crash inside a swap; the run's lock is held
+    run.accelerator.wait_for_everyone()
+    model_state, state, loop = load_checkpoint(run.run_dir, recover=False)
+    changes = _checked_config_changes(run, loop)
+    model = run.accelerator.unwrap_model(run.model)
+    missing = set(model_state) - set(model.state_dict())
+    if missing:
+        raise TrainingError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} does not fit this model/method "
+                            f"(unknown tensors such as {sorted(missing)[:3]}); resume with the run's own config.yaml")
+    if loop.batch_size is not None and loop.batch_size != config.train.batch_size:
+        raise ConfigError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} was written with train.batch_size="
+                          f"{loop.batch_size} and its position in the epoch counts such batches; resume with "
+                          f"train.batch_size={loop.batch_size} (the global batch, whatever the number of processes)")
+    try:
+        model.load_state_dict(model_state, strict=False)
+        if run.optimizer is not None:
+            run.optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
+        run.adapted.policy.load_state_dict(state["policy"])
+        set_rng_state(rng_state_for(state["rng"], rank(), run.accelerator.num_processes))
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise TrainingError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} does not fit this model/method "
+                            f"({type(err).__name__}: {str(err)[:200]}); resume with the run's own config.yaml") from None
+    if loop.final_metrics is not None and loop.step < run.total_steps:
+        # A finished run trained for longer (train.max_steps/epochs grew): its results are no longer final.
+        loop.final_metrics = None
+        if run.is_main:
+            (run.run_dir / RESULTS_FILE).unlink(missing_ok=True)
+    run.logger.truncate_to(loop.events_logged, loop.step)
+    if changes and run.is_main:
+        _record_config_changes(run, loop, changes)
+    moved = (f" (written by {loop.world_size} processes, continuing on {run.accelerator.num_processes})"
+             if loop.world_size != run.accelerator.num_processes else "")
+    run.print(f"resuming {run.run_dir} at optimizer step {loop.step}{moved}")
+    return loop
+
+
+def _checked_config_changes(run: Run, loop: LoopState) -> dict[str, tuple[Any, Any]]:
+    """The settings that differ from the run's ``config.yaml``; unsafe ones are refused (:mod:`.resume`)."""
+    saved = run.run_dir / CONFIG_FILE
+    if not saved.is_file():
+        return {}
+    changes = config_changes(saved.read_text(), run.config.to_yaml())
+    longer = (loop.total_steps is not None and run.total_steps > loop.total_steps
+              and run.config.method.name not in SCHEDULED_METHODS)
+    check_resume_changes(changes, run.run_dir, longer)
+    return changes
+
+
+def _record_config_changes(run: Run, loop: LoopState, changes: dict[str, tuple[Any, Any]]) -> None:
+    record = {key: {"from": old, "to": new} for key, (old, new) in changes.items()}
+    run.logger.log("config_changed", loop.step, changes=record)
+    (run.run_dir / CONFIG_FILE).write_text(run.config.to_yaml())
+    run.print("resumed with changed settings: " + ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in changes.items()))
+
+
 def _fresh_run_dir(run: Run) -> None:
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.jsonl", RESULTS_FILE):
-        (run.run_dir / stale).unlink(missing_ok=True)
-    for stale in (CHECKPOINT_DIR, "adapter", "model", "tensorboard"):
-        if (run.run_dir / stale).is_dir() and stale != "tensorboard":
-            shutil.rmtree(run.run_dir / stale)
+    make_run_dir(run.run_dir)  # train() made it already; build_run + _train callers may not have
+    clear_run_outputs(run.run_dir)
     (run.run_dir / CONFIG_FILE).write_text(run.config.to_yaml())
     run.logger.log("start", 0, method=run.config.method.name, task=run.data.task.name, model=run.config.model.name,
                    total_steps=run.total_steps, trainable_parameters=run.adapted.trainable_parameters(),
                    total_parameters=run.adapted.total_parameters(), train_examples=len(run.data.train))
 
 
-def _save(run: Run, loop: LoopState) -> None:
-    """Write the checkpoint from the main process, after checking that the replicas are identical.
+def _save(run: Run, loop: LoopState, window: dict[str, Any] | None = None) -> None:
+    """Write the checkpoint from the main process, after checking that the replicas are identical
+    and finite (a checkpoint of diverged weights would be no "last good checkpoint").
 
-    Every process calls this (the check and the gathering of the per-process RNG states are
-    collectives); only the main process writes.
+    Every process calls this (the check and the gathering of the per-process RNG states and loss
+    windows are collectives); only the main process writes.
     """
     run.accelerator.wait_for_everyone()
     if run.optimizer is None:
@@ -508,8 +623,16 @@ def _save(run: Run, loop: LoopState) -> None:
     assert_identical(f"the trained weights at optimizer step {loop.step}",
                      replica + adapted.policy.decision_tensors(adapted.adapters),
                      hint="DDP keeps replicas equal only if every process runs the same code on the same config")
+    if not all(bool(torch.isfinite(p).all()) for p in replica):
+        raise TrainingError(f"the trained weights are not finite at optimizer step {loop.step}: they diverged; "
+                            f"training stopped and {_kept_checkpoint(run)}. Lower train.learning_rate or set "
+                            "train.max_grad_norm")
     rng_states = gather_objects(rng_state())
+    sums = {k: window[k] for k in ("loss", "reg", "batches", "samples")} if window else None
+    loop.train_windows = gather_objects(sums) if window else None
     loop.world_size, loop.batch_size = run.accelerator.num_processes, run.config.train.batch_size
+    loop.events_logged = run.logger.events_logged
+    loop.total_steps = run.total_steps
     if run.is_main:
         save_checkpoint(run.run_dir, model_state=trainable_state_dict(adapted), optimizer=run.optimizer,
                         scheduler=run.scheduler, policy_state=adapted.policy.state_dict(), loop=loop,
@@ -525,6 +648,7 @@ def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
     if not run.is_main or run.adapted.method == "none":
         return
     target = run.run_dir / ("adapter" if run.adapted.adapters else "model")
+    restore_interrupted_swap(target)
     if final_pass and run.config.train.export == "best" and target.exists():
         return
     if not final_pass and run.config.train.export == "last":

@@ -242,12 +242,21 @@ def _read_delimited(path: Path, suffix: str, wanted, fieldnames: tuple[str, ...]
         header = [h.strip() for h in first]
         chosen = _resolve_columns(header, wanted)
         if chosen is not None:
+            _refuse_duplicate_columns(path, header)
             return _collect(path, reader, header, chosen, start_line=2)
         if fieldnames and len(first) == len(fieldnames):
             chosen = _resolve_columns(fieldnames, wanted)
             if chosen is not None:  # a header-less file: the first row is data
                 return _collect(path, _prepend(first, reader), list(fieldnames), chosen, start_line=1)
         raise _missing_columns(path, header, wanted)
+
+
+def _refuse_duplicate_columns(path: Path, header: list[str]) -> None:
+    """Two columns of one name: which one is meant cannot be known, so neither is guessed."""
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{path} has several columns named {', '.join(repr(d) for d in duplicates)}; rename them so "
+                        "that every column name is unique")
 
 
 def _prepend(first: list[str], rest: Iterator[list[str]]) -> Iterator[list[str]]:
@@ -309,11 +318,20 @@ def _read_json(path: Path, wanted) -> RawTable:
         if missing or obj[chosen[0]] is None or (pair is not None and obj[chosen[1]] is None):
             name = missing[0] if missing else chosen[0]
             raise DataError(f"{path}, record {line}: no value for column {name!r}; every record needs it")
-        text.append(str(obj[chosen[0]]))
+        text.append(_text_value(path, line, chosen[0], obj[chosen[0]]))
         if pair is not None:
-            pair.append(str(obj[chosen[1]]))
+            pair.append(_text_value(path, line, chosen[1], obj[chosen[1]]))
         labels.append(obj[chosen[2]])
     return RawTable(str(path), text, pair, labels)
+
+
+def _text_value(path: Path, line: int, column: str, value: Any) -> str:
+    """A text field must be text (a number is taken as its digits); an object or list is refused,
+    since its string form (``{'a': 1}``) is not text the model should be trained on."""
+    if isinstance(value, (dict, list)):
+        raise DataError(f"{path}, record {line}: column {column!r} holds a JSON {type(value).__name__}, not text; "
+                        "write the text itself as a string")
+    return str(value)
 
 
 # ==================================================================================================

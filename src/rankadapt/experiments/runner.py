@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import has_checkpoint
 from ..config import RunConfig
 from ..errors import ConfigError, RankAdaptError, TrainingError
 from .sweep import Sweep, SweepRun
@@ -49,7 +50,7 @@ def run_status(run: SweepRun) -> str:
     same = entry is None or entry.get("config") == fingerprint(run.config)
     if (run.run_dir / RESULTS_FILE).is_file():
         return "finished" if same else "changed"
-    if entry is not None and same and (run.run_dir / "checkpoint" / "loop.json").is_file():
+    if entry is not None and same and has_checkpoint(run.run_dir):
         return "partial"
     return "new"
 
