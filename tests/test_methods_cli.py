@@ -22,7 +22,8 @@ METHOD_ARGS = {
                 "method.mask_interval=2"],
     "elalora": ["method.lora_r=3", "method.max_rank=6", "method.b=4", "method.k=2", "method.init_warmup=4",
                 "method.final_warmup=8", "method.mask_interval=4"],
-    "sora": ["method.lora_r=4", "method.sparse_lambda_2=10", "method.gate_init=normal"],
+    # ξ = 0.1 subtracted per step (the official threshold): the earlier η·ξ setting 10 at lr 1e-2
+    "sora": ["method.lora_r=4", "method.sparse_lambda_2=0.1", "method.gate_init=normal"],
     "rmlora": ["method.lora_r=4", "method.random_rank=2", "method.lora_type=v2", "method.lora_dropout=0.1"],
 }
 POLICY_CLASS = {"adalora": ("rankadapt.methods.adalora", "AdaLoRA"), "elalora": ("rankadapt.methods.elalora", "ElaLoRA"),
