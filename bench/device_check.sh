@@ -54,7 +54,7 @@ fi
 if [ "$SMOKE" = "--smoke" ]; then
   # Every stage, tiny and on the CPU, one or two variants each: that the script works up to CUDA itself.
   DEVICE=cpu BUDGET=${DEVICE_CHECK_BUDGET:-1500} SCALE=4
-  MINILM=tiny BERT=tiny SIZE=4x32 LONG=4x64 STEPS=(--warmup 1 --repeats 2 --threads 2)
+  MINILM=tiny BERT=tiny SIZE=4x32 LONG=4x64 STEPS=(--warmup 2 --repeats 3 --threads 2)  # AdaLoRA needs > 4 steps
   TESTS=(env RANKADAPT_TEST_DEVICE=cpu python3 -m pytest -m cuda tests/test_cuda.py -q -rs -p no:cacheprovider
          -k "fused_product or overflow" --junitxml="$OUT/cuda_tests.xml")
   EVERY=(floor lora peft-lora) SIDES=(lora-composed lora-fast-dropout) FEW=(adalora) PADDED=(lora) COMPILED=(lora)
@@ -134,13 +134,15 @@ for line in (work / "stages.tsv").read_text().splitlines():
     record = {"name": name, "exit": status, "seconds": int(seconds)}
     if result.is_file():
         record["result"] = json.loads(result.read_text())
-        rows = record["result"]["rows"]
-        tables.append(f"### {name}\n\n{table(rows)}\n" if rows else f"### {name}\n\n(no rows)\n")
+        rows, failures = record["result"]["rows"], record["result"]["failures"]
+        failed = "".join(f"\nfailed: {f['variant']} {f['batch']}x{f['seq']}: {f['error'].strip().splitlines()[-1]}"
+                         for f in failures)
+        tables.append(f"### {name}\n\n{table(rows) if rows else '(no rows)'}\n{failed}\n")
     stages.append(record)
 environment = json.loads((work / "environment.json").read_text())
 (out / "device_check.json").write_text(json.dumps({"environment": environment, "stages": stages}, indent=2))
 (out / "device_check.md").write_text("\n".join(tables))
-failed = [s["name"] for s in stages if s["exit"] != "0"]
+failed = [s["name"] for s in stages if s["exit"] != "0" or s.get("result", {}).get("failures")]
 print(f"device check: {len(stages)} stages, not passed: {', '.join(failed) or 'none'}")
 EOF
 rm -rf "$WORK"
