@@ -388,6 +388,14 @@ def main() -> None:
                                 args.compile)))
         return
     rows, failures = [], []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every variant: a run stopped by a time limit keeps what it measured
+        args.out.write_text(json.dumps({"model": args.model, "device": rows[0]["device"] if rows else args.device,
+                                        "threads": args.threads, "lora_dropout": args.lora_dropout,
+                                        "autocast": args.autocast, "padding": args.padding, "compile": args.compile,
+                                        "rows": rows, "failures": failures}, indent=2))
+
     for batch, seq in sizes:
         for variant in args.variants:
             try:
@@ -395,14 +403,11 @@ def main() -> None:
             except RuntimeError as err:  # recorded, and the other variants still run (torch.compile may fail)
                 failures.append({"variant": variant, "batch": batch, "seq": seq, "error": str(err)[-3000:]})
                 print(f"{batch}x{seq} {variant}: FAILED\n{failures[-1]['error'][-800:]}", flush=True)
+                save()
                 continue
+            save()
             print(f"{batch}x{seq} {variant}: {rows[-1]['step_seconds']:.3f} s/step, "
                   f"{rows[-1]['peak_memory_mb']:.0f} MB", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": args.model, "device": rows[0]["device"] if rows else args.device,
-                                    "threads": args.threads, "lora_dropout": args.lora_dropout,
-                                    "autocast": args.autocast, "padding": args.padding, "compile": args.compile,
-                                    "rows": rows, "failures": failures}, indent=2))
     print(f"\nmodel {args.model} on {rows[0]['device'] if rows else args.device}, {args.threads} threads, "
           f"lora_dropout {args.lora_dropout}, {'mean' if args.padding != 'none' else 'median'} of {args.repeats} "
           f"steps after {args.warmup} warm-up\n")
