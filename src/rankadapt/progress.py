@@ -23,10 +23,10 @@ def bar(total: int, desc: str, unit: str, show: bool, initial: int = 0, leave: b
 
 
 @contextmanager
-def phase(desc: str, show: bool) -> Iterator[None]:
+def phase(desc: str, show: bool, leave: bool = True) -> Iterator[None]:
     """A phase with no steps to count (writing an export): ``desc ...`` when it starts,
-    ``desc: done in 00:02`` when it ends."""
-    with bar(1, desc, "phase", show, bar_format="{desc} ...") as status:
+    ``desc: done in 00:02`` when it ends (removed then if not ``leave``)."""
+    with bar(1, desc, "phase", show, leave=leave, bar_format="{desc} ...") as status:
         yield
         status.bar_format = "{desc}: done in {elapsed}"
         status.n = 1  # shown once, by close()

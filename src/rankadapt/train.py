@@ -655,7 +655,8 @@ def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
         return
     from .export import export_merged, export_peft
 
-    with phase(f"exporting {target}", run.config.train.progress):
+    # Exports of a new best model during training show while they are written, then make way for the bar.
+    with phase(f"exporting {target}", run.config.train.progress, leave=final_pass):
         if run.adapted.adapters:
             meta = {**_prediction_meta(run), "step": loop.step, "metrics": loop.best_metrics}
             export_peft(run.adapted, target, base_model=run.config.model.name, extra_meta=meta)
@@ -731,14 +732,15 @@ def _progress_bar(run: Run, initial: int):
 def _advance_bar(run: Run, loop: LoopState, window: dict[str, Any], lr: float, progress) -> None:
     """One optimizer step on the bar, which shows the mean task loss of the steps since the last
     logged one (on one process; several processes show the logged, global value: each process only
-    knows its own share of the loss until the log sums them). The last step is drawn once, by close()."""
+    knows its own share of the loss until the log sums them). The last step is drawn once, by close(),
+    with the mean rate of the whole run rather than a recent average."""
     if window["batches"] and run.accelerator.num_processes == 1:
         progress.set_postfix(loss=f"{window['loss'] / window['batches']:.4f}", lr=f"{lr:.2e}",
                              sps=window["shown_sps"], refresh=False)
     if loop.step < run.total_steps:
         progress.update(1)
     else:
-        progress.n = loop.step
+        progress.n, progress.smoothing = loop.step, 0
 
 
 def _log_train(run: Run, loop: LoopState, window: dict[str, Any], ctx: StepContext, progress) -> None:
