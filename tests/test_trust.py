@@ -532,3 +532,5 @@ def test_run_outputs_follow_the_process_umask(model_dir, tmp_path):
         os.umask(previous)
     for name in ("adapter", "checkpoint"):
         assert (run_dir / name).stat().st_mode & 0o777 == 0o755, name
+        for path in (run_dir / name).iterdir():
+            assert path.stat().st_mode & 0o777 == 0o644, path

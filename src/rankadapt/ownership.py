@@ -118,6 +118,7 @@ class atomic_dir:
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
+        _follow_umask(self.tmp)
         crash_point("swap: before")
         old = _old_of(self.target)
         if self.target.exists():
@@ -130,6 +131,13 @@ class atomic_dir:
         crash_point("swap: after")
         if old.exists():
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _follow_umask(directory: Path) -> None:
+    """Give the files written into ``directory`` the umask's modes (safetensors creates 0600 files)."""
+    mask = process_umask()
+    for path in directory.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 def restore_interrupted_swap(target: Path) -> None:
