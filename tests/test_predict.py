@@ -19,7 +19,8 @@ from helpers import custom_task_args, make_model_dir
 
 runner = CliRunner()
 RUN_MAX_LENGTH = 12
-# Long enough that truncation at 12 tokens and at the old fixed 128 give different probabilities.
+# Long enough (about 40 tokens) that truncation at 12 and at 48 tokens give different probabilities; 48 stays
+# within the tiny model's 64 positions (an explicit --max-length beyond them is refused).
 LONG_TEXT = "the movie was good and nice " + "but the plot was boring and weak and sad " * 3
 
 
@@ -48,15 +49,15 @@ def _probability_at(run_dir: Path, max_length: int) -> float:
 
 def test_predict_uses_the_runs_max_length_by_default_and_the_option_overrides(trained_run):
     run_dir, _, _ = trained_run
-    at_run_length, at_128 = _probability_at(run_dir, RUN_MAX_LENGTH), _probability_at(run_dir, 128)
-    assert at_run_length != pytest.approx(at_128, abs=1e-6)  # otherwise the test could not tell them apart
+    at_run_length, at_48 = _probability_at(run_dir, RUN_MAX_LENGTH), _probability_at(run_dir, 48)
+    assert at_run_length != pytest.approx(at_48, abs=1e-6)  # otherwise the test could not tell them apart
 
     (record,), told = _predict(run_dir, LONG_TEXT)
     assert record["probability"] == pytest.approx(at_run_length, abs=1e-6)
     assert f"truncated to {RUN_MAX_LENGTH} tokens" in told and "negative, positive" in told
-    (record,), told = _predict(run_dir, LONG_TEXT, "--max-length", 128)
-    assert record["probability"] == pytest.approx(at_128, abs=1e-6)
-    assert "truncated to 128 tokens" in told
+    (record,), told = _predict(run_dir, LONG_TEXT, "--max-length", 48)
+    assert record["probability"] == pytest.approx(at_48, abs=1e-6)
+    assert "truncated to 48 tokens" in told
 
 
 def test_adapter_and_merged_export_carry_the_runs_settings(trained_run):
