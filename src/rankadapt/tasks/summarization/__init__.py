@@ -9,5 +9,7 @@
 """
 
 from .data import EncodedPairs, PairColumns, Seq2SeqCollator, SummaryPair, encode_pairs, read_pairs
+from .rouge import lead_1, rouge_scores, split_sentences, write_predictions
 
-__all__ = ["EncodedPairs", "PairColumns", "Seq2SeqCollator", "SummaryPair", "encode_pairs", "read_pairs"]
+__all__ = ["EncodedPairs", "PairColumns", "Seq2SeqCollator", "SummaryPair", "encode_pairs", "lead_1", "read_pairs",
+           "rouge_scores", "split_sentences", "write_predictions"]
