@@ -3,6 +3,7 @@ maps, built from configs in code, and a matching tokenizer. No download."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import transformers
 
@@ -12,6 +13,16 @@ VOCAB = 120
 SEQ2SEQ_ARCHITECTURES = ("bart", "t5", "mbart", "pegasus", "bert2bert")
 _SIZES = dict(vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
               decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine two threads each can be
+    50x slower (oversubscription). Import it into a test module with ``autouse`` wrapping."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_bert_config(vocab_size: int = VOCAB, decoder: bool = False) -> transformers.BertConfig:
