@@ -114,8 +114,12 @@ def load_seq2seq_model(name: str, tokenizer) -> nn.Module:
     bert2bert ``EncoderDecoderModel`` whose encoder and decoder both start from it (cross-attention
     new, randomly initialised)."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, EncoderDecoderModel
+    from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(name)
+    # A warm start reports every new cross-attention and LM-head weight as missing: expected, not news.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         config = AutoConfig.from_pretrained(path)
         if getattr(config, "is_encoder_decoder", False):
@@ -124,6 +128,8 @@ def load_seq2seq_model(name: str, tokenizer) -> nn.Module:
     except (OSError, ValueError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ModelError(f"cannot load {name!r} as a sequence-to-sequence model from {path}: {first}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
     set_special_tokens(model, tokenizer)
     return model
 

@@ -132,15 +132,17 @@ class SummarizationFamily:
 
     def compute_metrics(self, spec: SummarizationTask, outputs: dict[str, list[torch.Tensor]], processor,
                         references: Sequence[str] | None = None) -> dict[str, float]:
-        """ROUGE ×100 of the decoded generations, mean eval loss, mean generated length (tokens).
+        """ROUGE ×100 of the decoded generations, mean eval loss, mean generated length in tokens.
 
         ``references`` (the split's raw summaries, by example index) should be given: decoding the
         token labels instead loses case and spacing and keeps the max_target_length cut."""
         predictions, gold = decode_outputs(outputs, processor, references)
         metrics = rouge_scores(predictions, gold)
         metrics["loss"] = float(torch.cat(outputs["loss"]).float().mean())
-        metrics["gen_len"] = float(np.mean([len(processor(p, add_special_tokens=False)["input_ids"])
-                                            for p in predictions]))
+        pad = processor.pad_token_id
+        # Tokens generated after the decoder start token, padding excluded (transformers' gen_len).
+        metrics["gen_len"] = float(np.mean([sum(t != pad for t in row[1:])
+                                            for batch in outputs["generated"] for row in batch.tolist()]))
         return metrics
 
     # ---- predict and export ---------------------------------------------------------------------
