@@ -20,7 +20,7 @@ from rankadapt.tasks.summarization.family import decode_outputs
 from rankadapt.tasks.summarization.generation import per_example_loss
 
 from helpers import make_model_dir, sentiment_rows
-from seq2seq_fixtures import one_thread, tiny_seq2seq
+from seq2seq_fixtures import one_thread, tiny_seq2seq  # noqa: F401 (the fixture, used by name)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

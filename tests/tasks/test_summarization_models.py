@@ -19,7 +19,7 @@ from rankadapt.tasks.summarization import SEQ2SEQ_MODULE_NAMES, target_patterns
 from rankadapt.tasks.summarization.family import SummarizationFamily
 from rankadapt.tasks.summarization.generation import seq2seq_loss
 
-from seq2seq_fixtures import SEQ2SEQ_ARCHITECTURES, one_thread, seq2seq_batch, tiny_seq2seq
+from seq2seq_fixtures import SEQ2SEQ_ARCHITECTURES, one_thread, seq2seq_batch, tiny_seq2seq  # noqa: F401 (the fixture, used by name)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,12 +27,14 @@ _ATTENTION = ("q_proj", "k_proj", "v_proj", "out_proj")
 _BART_NAMES = {"self": "self_attn.{}", "cross": "encoder_attn.{}", "fc1": "fc1", "fc2": "fc2"}
 # Per architecture: encoder / decoder layer prefixes, and where each of the six names lives in a layer.
 LAYOUT = {
-    **{arch: ("model.encoder.layers.{i}.", "model.decoder.layers.{i}.", _BART_NAMES) for arch in ("bart", "mbart", "pegasus")},
+    **{arch: ("model.encoder.layers.{i}.", "model.decoder.layers.{i}.", _BART_NAMES)
+       for arch in ("bart", "mbart", "pegasus")},
     "t5": ("encoder.block.{i}.layer.", "decoder.block.{i}.layer.",
            {"self": "0.SelfAttention.{}", "cross": "1.EncDecAttention.{}", "fc1": "{ff}.DenseReluDense.wi",
             "fc2": "{ff}.DenseReluDense.wo"}),
     "bert2bert": ("encoder.encoder.layer.{i}.", "decoder.bert.encoder.layer.{i}.",
-                  {"self": "attention.{}", "cross": "crossattention.{}", "fc1": "intermediate.dense", "fc2": "output.dense"}),
+                  {"self": "attention.{}", "cross": "crossattention.{}", "fc1": "intermediate.dense",
+                   "fc2": "output.dense"}),
 }
 _T5_ATTENTION = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "out_proj": "o"}
 _BERT_ATTENTION = {"q_proj": "self.query", "k_proj": "self.key", "v_proj": "self.value", "out_proj": "output.dense"}
@@ -113,7 +115,7 @@ def test_unknown_names_and_architectures_get_clear_errors():
     with pytest.raises(ModelError, match="unknown encoder-decoder module name 'q_porj' \\(did you mean 'q_proj'\\?\\)"):
         target_patterns(tiny_seq2seq("bart"), ["q_porj"])
     from conftest import tiny_model
-    with pytest.raises(ModelError, match="no encoder-decoder module map for model_type='distilbert'.*method.target_modules"):
+    with pytest.raises(ModelError, match="no encoder-decoder module map for model_type='distilbert'.*target_modules"):
         target_patterns(tiny_model("distilbert"))
 
 

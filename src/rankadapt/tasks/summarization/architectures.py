@@ -120,6 +120,7 @@ def load_seq2seq_model(name: str, tokenizer) -> nn.Module:
     # A warm start reports every new cross-attention and LM-head weight as missing: expected, not news.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(path)
         if getattr(config, "is_encoder_decoder", False):
@@ -130,6 +131,7 @@ def load_seq2seq_model(name: str, tokenizer) -> nn.Module:
         raise ModelError(f"cannot load {name!r} as a sequence-to-sequence model from {path}: {first}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
     set_special_tokens(model, tokenizer)
     return model
 

@@ -110,7 +110,7 @@ def _delimited_rows(path: Path, suffix: str) -> Iterator[tuple[str, dict[str, An
             if len(row) != len(header):
                 raise DataError(f"{path}, line {line}: {len(row)} fields where the header has {len(header)}; "
                                 "CSV must be comma-separated and quoted, TSV tab-separated without quotes")
-            yield f"line {line}", dict(zip(header, row))
+            yield f"line {line}", dict(zip(header, row, strict=True))
 
 
 def _check_columns(path: Path, first: dict[str, Any], columns: PairColumns) -> None:
@@ -183,21 +183,25 @@ def encode_pairs(pairs: Sequence[SummaryPair], tokenizer, max_length: int, max_t
                  source_prefix: str = "", decoder_start_token_id: int | None = None) -> EncodedPairs:
     """Tokenise sources (``source_prefix`` prepended, e.g. T5's ``"summarize: "``) and targets.
 
-    Each side is tokenised in full, then cut to its limit keeping a closing special token (``</s>``,
-    ``[SEP]``) as the tokenizer's own truncation does; the cuts are counted. A target that starts with
+    Each side is tokenised to one token over its limit (the target to two: it may lose its start token
+    below), then cut to the limit keeping a closing special token (``</s>``, ``[SEP]``) as the
+    tokenizer's own truncation does, so the cuts can be counted. A target that starts with
     the decoder start token loses it (BERT's ``[CLS]`` in a bert2bert model): the model prepends that
     token itself when it shifts the labels right, and would otherwise learn to emit it twice.
     """
-    sources = tokenizer([source_prefix + p.source for p in pairs], add_special_tokens=True)["input_ids"]
-    targets = tokenizer(text_target=[p.target for p in pairs], add_special_tokens=True)["input_ids"]
+    # One token over each limit: a sequence that still reaches limit + 1 was cut, one that does not was not.
+    sources = tokenizer([source_prefix + p.source for p in pairs], truncation=True,
+                        max_length=max_length + 1)["input_ids"]
+    targets = tokenizer(text_target=[p.target for p in pairs], truncation=True,
+                        max_length=max_target_length + 2)["input_ids"]
     special = set(tokenizer.all_special_ids)
     if decoder_start_token_id is not None:
         targets = [ids[1:] if ids and ids[0] == decoder_start_token_id else ids for ids in targets]
     cut_sources = [truncate(ids, max_length, special) for ids in sources]
     cut_targets = [truncate(ids, max_target_length, special) for ids in targets]
     encoded = EncodedPairs(cut_sources, cut_targets,
-                           truncated_sources=sum(len(a) < len(b) for a, b in zip(cut_sources, sources)),
-                           truncated_targets=sum(len(a) < len(b) for a, b in zip(cut_targets, targets)))
+                           truncated_sources=sum(len(a) < len(b) for a, b in zip(cut_sources, sources, strict=True)),
+                           truncated_targets=sum(len(a) < len(b) for a, b in zip(cut_targets, targets, strict=True)))
     if encoded.truncated_targets:
         log.warning("%s; raise data.max_target_length to keep whole summaries",
                     encoded.truncation_report(max_length, max_target_length))

@@ -151,7 +151,7 @@ class SummarizationFamily:
         generation = GenerationSettings(**settings.get("generation", {}))
         summaries = generate_summaries(model, processor, inputs, generation, settings.get("max_length", 512),
                                        source_prefix=settings.get("source_prefix", ""))
-        return [{"text": text, "summary": summary} for text, summary in zip(inputs, summaries)]
+        return [{"text": text, "summary": summary} for text, summary in zip(inputs, summaries, strict=True)]
 
     def export_metadata(self, spec: SummarizationTask, config) -> dict[str, Any]:
         options = _options(config)
@@ -198,9 +198,9 @@ def _split_files(data) -> tuple[Path, Path]:
     train = data.train_file or local.get("train")
     evaluation = data.eval_file or local.get("validation")
     if train is None or evaluation is None:
-        where = "data.dir or $" + DATA_DIR_ENV + " (a directory holding xsum/train.jsonl)" if data.task == "xsum" else ""
-        raise DataError(f"data.task={data.task} needs data.train_file and data.eval_file"
-                        + (f", or {where}" if where else "") + "; JSONL/CSV/TSV with source and target columns")
+        local_hint = f", or data.dir / ${DATA_DIR_ENV} holding xsum/train.jsonl" if data.task == "xsum" else ""
+        raise DataError(f"data.task={data.task} needs data.train_file and data.eval_file{local_hint}; "
+                        "JSONL/CSV/TSV files with source and target columns")
     return Path(train), Path(evaluation)
 
 

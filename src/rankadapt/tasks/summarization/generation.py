@@ -109,7 +109,7 @@ def generate_ids(model: torch.nn.Module, sources: Sequence[Sequence[int]], pad_t
             input_ids, attention_mask = pad_rows(rows, pad_token_id), pad_rows([[1] * len(r) for r in rows], 0)
             generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                        pad_token_id=pad_token_id, **settings.generate_kwargs())
-            for i, row in zip(batch, generated.tolist()):
+            for i, row in zip(batch, generated.tolist(), strict=True):
                 out[i] = _strip_padding(row, pad_token_id)
     finally:
         model.train(was_training)

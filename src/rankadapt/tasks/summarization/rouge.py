@@ -56,7 +56,7 @@ def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[
         raise ValueError("no predictions to score")
     scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
     totals = dict.fromkeys(ROUGE_KEYS, 0.0)
-    for prediction, reference in zip(predictions, references):
+    for prediction, reference in zip(predictions, references, strict=True):
         scores = scorer.score("\n".join(split_sentences(reference)), "\n".join(split_sentences(prediction)))
         for key in ROUGE_KEYS:
             totals[key] += scores[key].fmeasure
@@ -82,7 +82,7 @@ def write_predictions(path: str | os.PathLike, predictions: Sequence[str], refer
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for i, (prediction, reference) in enumerate(zip(predictions, references)):
+            for i, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
                 record = {} if ids is None or ids[i] is None else {"id": ids[i]}
                 record.update(prediction=prediction, reference=reference)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
