@@ -9,10 +9,11 @@ import json
 import peft
 import pytest
 import torch
+import transformers
 
 from rankadapt.config import MethodConfig
 from rankadapt.errors import ModelError
-from rankadapt.export import export_peft
+from rankadapt.export import export_merged, export_peft
 from rankadapt.methods.base import StepContext
 from rankadapt.model import AdaptedModel, prepare_model
 from rankadapt.tasks.summarization import SEQ2SEQ_MODULE_NAMES, target_patterns
@@ -133,6 +134,18 @@ def test_export_loads_in_stock_peft_with_equal_greedy_generation(arch, tmp_path)
     assert isinstance(loaded, peft.PeftModelForSeq2SeqLM)
     torch.testing.assert_close(logits(loaded, batch), logits(adapted.model, batch), atol=1e-5, rtol=0)
     assert greedy(loaded, batch) == greedy(adapted.model, batch)
+
+
+@pytest.mark.parametrize("arch", ["bart", "bert2bert"])
+def test_merged_export_loads_in_plain_transformers_with_equal_generation(arch, tmp_path):
+    adapted = lora(tiny_seq2seq(arch), lora_r=4, lora_alpha=8)
+    randomise_adapters(adapted)
+    batch = seq2seq_batch()
+    export_merged(adapted, tmp_path / "merged")
+    merged = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "merged").eval()
+    assert not any("lora" in key for key in merged.state_dict())
+    torch.testing.assert_close(logits(merged, batch), logits(adapted.model, batch), atol=1e-5, rtol=0)
+    assert greedy(merged, batch) == greedy(adapted.model, batch)
 
 
 def test_lora_matches_stock_peft_lora_in_loss_and_gradients():
