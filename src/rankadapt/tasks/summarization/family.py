@@ -123,12 +123,12 @@ class SummarizationFamily:
         """Generated ids (padded with the pad id), labels, per-example loss and the example index.
         Call under ``merged_for_evaluation`` and ``torch.no_grad`` (the runtime does)."""
         options = options or SummarizationSettings()
-        pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-        generated = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                   pad_token_id=pad, **options.generate_kwargs())
+        core = getattr(model, "module", model)  # generate() lives on the model, not on a DDP wrapper
+        pad = core.config.pad_token_id if core.config.pad_token_id is not None else 0
+        generated = core.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  pad_token_id=pad, **options.generate_kwargs())
         loss = per_example_loss(teacher_forced_logits(model, batch), batch["labels"])
-        return {"generated": generated, "labels": batch["labels"], "loss": loss,
-                "index": batch["index"]}
+        return {"generated": generated, "labels": batch["labels"], "loss": loss, "index": batch["index"]}
 
     def compute_metrics(self, spec: SummarizationTask, outputs: dict[str, list[torch.Tensor]], processor,
                         references: Sequence[str] | None = None) -> dict[str, float]:
