@@ -1,0 +1,212 @@
+"""The summarization task family: the building blocks of this package behind the TaskFamily
+interface of issue 15 (design15.md §1), so wiring it into the loop is a registration line.
+
+Until issue 15 lands this class is structurally typed (no base class) and imports only the core
+layer. Run-config keys: ``data.task`` (``summarization`` with ``data.train_file``, or ``xsum`` from the
+local data root), ``data.train_file``, ``data.eval_file``, ``data.text_column`` (default ``document``),
+``data.max_length`` (source tokens); the family's own keys are :class:`SummarizationSettings`
+(``task_options:``), where ``data.target_column`` and ``data.max_target_length`` take precedence when
+the data section defines them (the issue's contract names them there).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from ...config import DATA_DIR_ENV
+from ...errors import DataError, ModelError
+from ...models import resolve_model_path
+from .architectures import load_seq2seq_model, start_token_to_strip
+from .data import LABEL_PAD_ID, EncodedPairs, PairColumns, Seq2SeqCollator, SummaryPair, encode_pairs, read_pairs
+from .generation import GenerationSettings, generate_summaries, per_example_loss, seq2seq_loss, teacher_forced_logits
+from .rouge import ROUGE_KEYS, rouge_scores
+
+XSUM_FILES = {"train": "train.jsonl", "validation": "validation.jsonl"}
+
+
+class SummarizationSettings(GenerationSettings):
+    """The summarization family's keys (``task_options:``): columns, target length, loss, decoding."""
+
+    target_column: str = "summary"
+    """Column holding the reference summary."""
+    id_column: str | None = "id"
+    """Column holding an example id, copied to predictions.jsonl when present (optional)."""
+    max_target_length: int = Field(64, gt=1)
+    """Target tokens kept for training (AdaLoRA's XSum script: 64); longer targets are cut and counted."""
+    source_prefix: str = ""
+    """Text put before every source (T5 checkpoints expect ``"summarize: "``)."""
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    """ε of the label-smoothed cross-entropy (the BART recipes: 0.1)."""
+
+
+@dataclass(frozen=True)
+class SummarizationTask:
+    """The facts of a summarization task (design15's TaskSpec)."""
+
+    name: str
+    metrics: tuple[str, ...] = ROUGE_KEYS
+    main_metric: str = "rougeL"
+
+
+@dataclass
+class SummarizationData:
+    """design15's TaskData: the spec and the splits as :class:`SummaryPair` lists."""
+
+    spec: SummarizationTask
+    train: list[SummaryPair]
+    eval_splits: dict[str, list[SummaryPair]]
+    source: str
+
+
+class SummarizationFamily:
+    name: ClassVar[str] = "summarization"
+    tasks: ClassVar[tuple[str, ...]] = ("summarization", "xsum")
+    peft_task_type: ClassVar[str] = "SEQ_2_SEQ_LM"
+    Settings: ClassVar[type[SummarizationSettings]] = SummarizationSettings
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def load_data(self, data, options: SummarizationSettings | None) -> SummarizationData:
+        options = options or SummarizationSettings()
+        columns = PairColumns(source=data.text_column or "document",
+                              target=getattr(data, "target_column", None) or options.target_column,
+                              id=options.id_column)
+        train_path, eval_path = _split_files(data)
+        train = _limit(read_pairs(train_path, columns), data.train_limit, data.split_seed)
+        evaluation = _limit(read_pairs(eval_path, columns), data.eval_limit, data.split_seed)
+        return SummarizationData(SummarizationTask(data.task), train, {"validation": evaluation},
+                                 source=f"file: {train_path}, {eval_path}")
+
+    # ---- model ----------------------------------------------------------------------------------
+    def load_processor(self, model_name: str):
+        from transformers import AutoTokenizer
+
+        path = resolve_model_path(model_name)
+        try:
+            return AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise ModelError(f"cannot load the tokenizer of {model_name!r} from {path}: {err}") from None
+
+    def load_model(self, model, spec: SummarizationTask) -> torch.nn.Module:
+        return load_seq2seq_model(model.name, self.load_processor(model.name))
+
+    def head_modules(self, model: torch.nn.Module) -> list[str]:
+        """None: the LM head is tied to the embeddings, which stay frozen (as in the source systems)."""
+        return []
+
+    # ---- encoding and batching ------------------------------------------------------------------
+    def encode(self, split: str, examples: Sequence[SummaryPair], processor, config, show_progress: bool = False
+               ) -> EncodedPairs:
+        options = _options(config)
+        return encode_pairs(examples, processor, config.data.max_length, _max_target_length(config),
+                            source_prefix=options.source_prefix,
+                            decoder_start_token_id=start_token_to_strip(config.model.name, processor))
+
+    def collator(self, processor, config) -> Seq2SeqCollator:
+        return Seq2SeqCollator(processor.pad_token_id)
+
+    # ---- training loss --------------------------------------------------------------------------
+    def objective(self, config, model: torch.nn.Module) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+        epsilon = _options(config).label_smoothing
+        return lambda model, batch: seq2seq_loss(model, batch, epsilon)
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def eval_step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], spec: SummarizationTask,
+                  options: SummarizationSettings | None) -> dict[str, torch.Tensor]:
+        """Generated ids (padded with the pad id), labels, per-example loss and the example index.
+        Call under ``merged_for_evaluation`` and ``torch.no_grad`` (the runtime does)."""
+        options = options or SummarizationSettings()
+        core = getattr(model, "module", model)  # generate() lives on the model, not on a DDP wrapper
+        pad = core.config.pad_token_id if core.config.pad_token_id is not None else 0
+        generated = core.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  pad_token_id=pad, **options.generate_kwargs())
+        loss = per_example_loss(teacher_forced_logits(model, batch), batch["labels"])
+        return {"generated": generated, "labels": batch["labels"], "loss": loss, "index": batch["index"]}
+
+    def compute_metrics(self, spec: SummarizationTask, outputs: dict[str, list[torch.Tensor]], processor,
+                        references: Sequence[str] | None = None) -> dict[str, float]:
+        """ROUGE ×100 of the decoded generations, mean eval loss, mean generated length in tokens.
+
+        ``references`` (the split's raw summaries, by example index) should be given: decoding the
+        token labels instead loses case and spacing and keeps the max_target_length cut."""
+        predictions, gold = decode_outputs(outputs, processor, references)
+        metrics = rouge_scores(predictions, gold)
+        metrics["loss"] = float(torch.cat(outputs["loss"]).float().mean())
+        pad = processor.pad_token_id
+        # Tokens generated after the decoder start token, padding excluded (transformers' gen_len).
+        metrics["gen_len"] = float(np.mean([sum(t != pad for t in row[1:])
+                                            for batch in outputs["generated"] for row in batch.tolist()]))
+        return metrics
+
+    # ---- predict and export ---------------------------------------------------------------------
+    def predict(self, model: torch.nn.Module, processor, inputs: list[str], settings: dict[str, Any],
+                show_progress: bool = False) -> list[dict[str, Any]]:
+        generation = GenerationSettings(**settings.get("generation", {}))
+        summaries = generate_summaries(model, processor, inputs, generation, settings.get("max_length", 512),
+                                       source_prefix=settings.get("source_prefix", ""))
+        return [{"text": text, "summary": summary} for text, summary in zip(inputs, summaries, strict=True)]
+
+    def export_metadata(self, spec: SummarizationTask, config) -> dict[str, Any]:
+        options = _options(config)
+        return {"task": spec.name, "family": self.name, "max_length": config.data.max_length,
+                "max_target_length": _max_target_length(config), "source_prefix": options.source_prefix,
+                "generation": GenerationSettings(**options.model_dump(
+                    include=set(GenerationSettings.model_fields))).model_dump()}
+
+    def save_processor(self, processor, directory) -> None:
+        processor.save_pretrained(str(directory))
+
+
+def decode_outputs(outputs: dict[str, list[torch.Tensor]], processor, references: Sequence[str] | None = None
+                   ) -> tuple[list[str], list[str]]:
+    """(predictions, references) in example-index order from gathered eval outputs."""
+    index = torch.cat(outputs["index"]).tolist()
+    order = sorted(range(len(index)), key=lambda i: index[i])
+    generated = [row for batch in outputs["generated"] for row in batch.tolist()]
+    predictions = [t.strip() for t in processor.batch_decode([generated[i] for i in order], skip_special_tokens=True)]
+    if references is not None:
+        return predictions, [references[index[i]] for i in order]
+    labels = [[t if t != LABEL_PAD_ID else processor.pad_token_id for t in row]
+              for batch in outputs["labels"] for row in batch.tolist()]
+    decoded = processor.batch_decode([labels[i] for i in order], skip_special_tokens=True)
+    return predictions, [t.strip() for t in decoded]
+
+
+def _options(config) -> SummarizationSettings:
+    return getattr(config, "task_options", None) or SummarizationSettings()
+
+
+def _max_target_length(config) -> int:
+    return getattr(config.data, "max_target_length", None) or _options(config).max_target_length
+
+
+def _split_files(data) -> tuple[Path, Path]:
+    """data.train_file / data.eval_file, else (``xsum``) the local data root's ``xsum/`` files."""
+    root = data.dir or os.environ.get(DATA_DIR_ENV)
+    local = {}
+    if data.task == "xsum" and root:
+        directory = Path(root).expanduser()
+        directory = directory if (directory / XSUM_FILES["train"]).is_file() else directory / "xsum"
+        local = {split: directory / name for split, name in XSUM_FILES.items()}
+    train = data.train_file or local.get("train")
+    evaluation = data.eval_file or local.get("validation")
+    if train is None or evaluation is None:
+        local_hint = f", or data.dir / ${DATA_DIR_ENV} holding xsum/train.jsonl" if data.task == "xsum" else ""
+        raise DataError(f"data.task={data.task} needs data.train_file and data.eval_file{local_hint}; "
+                        "JSONL/CSV/TSV files with source and target columns")
+    return Path(train), Path(evaluation)
+
+
+def _limit(pairs: list[SummaryPair], limit: int | None, seed: int) -> list[SummaryPair]:
+    """A seeded subset of ``limit`` examples, in file order (every run sees the same ones)."""
+    if limit is None or limit >= len(pairs):
+        return pairs
+    keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=limit, replace=False))
+    return [pairs[i] for i in keep]
