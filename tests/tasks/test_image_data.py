@@ -73,8 +73,8 @@ def test_eval_classes_are_aligned_by_name_and_unknown_classes_rejected(tmp_path)
     aligned = align_to_training(subset, train.label_names)
     assert aligned.labels == (2, 2) and aligned.label_names == ("a", "b", "c")
     other = read_image_folder(make_image_folder(tmp_path / "other", {"c": 1, "d": 1}), "data.eval_dir")
-    with pytest.raises(DataError, match=r"data.eval_dir .* has classes the training data lacks: d; the training "
-                                        r"classes are a, b, c"):
+    with pytest.raises(DataError, match=r"data.eval_dir .* has classes the training data lacks: d; the classes "
+                                        r"there are a, b, c"):
         align_to_training(other, train.label_names)
 
 
@@ -214,6 +214,13 @@ def test_family_reads_dirs_with_protocols_limits_and_needs_an_eval_set(tmp_path)
     assert len(data.train) == 4 and Counter(data.train.labels) == {0: 2, 1: 2}
     assert list(data.eval_splits) == ["validation"] and data.eval_splits["validation"].labels == (0, 0, 0, 1, 1)
     assert data.spec.label_names == ("a", "b") and data.spec.metrics == ("accuracy",)
+    ordered = family.load_data(_Data(task="imagefolder", train_dir=str(train), eval_dir=str(evaluation),
+                                     label_names=["b", "a"]), None)             # data.label_names sets the order
+    assert ordered.spec.label_names == ("b", "a") and Counter(ordered.train.labels) == {0: 6, 1: 6}
+    assert ordered.eval_splits["validation"].labels == (1, 1, 1, 0, 0)
+    with pytest.raises(DataError, match=r"data.train_dir .* has classes data.label_names lacks: b"):
+        family.load_data(_Data(task="imagefolder", train_dir=str(train), eval_dir=str(evaluation),
+                               label_names=["a"]), None)
     with pytest.raises(DataError, match="needs an evaluation set: set data.eval_dir"):
         family.load_data(_Data(task="imagefolder", train_dir=str(train)), None)
     with pytest.raises(DataError, match="needs data.train_dir"):

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoModelForImageClassification
 
 from rankadapt.config import METHOD_NAMES, MODULE_NAMES, MethodConfig, ModelConfig
-from rankadapt.export import export_merged, export_peft
+from rankadapt.export import export_merged, export_peft, load_peft_adapter
 from rankadapt.layer import AdapterLinear
 from rankadapt.methods import StepContext
 from rankadapt.model import prepare_model
@@ -157,12 +157,15 @@ def test_parity_with_peft_lora_outputs_and_gradients(arch):
 
 
 def assert_exports_reproduce_logits(adapted, arch: str, directory, merged: bool = True) -> None:
-    """Stock PEFT on AutoModelForImageClassification (and the merged plain model) give the same logits."""
+    """Stock PEFT on AutoModelForImageClassification, rankadapt's own loader (and the merged plain model)
+    give the same logits."""
     pixels = tiny_pixels(batch=4, seed=7)
     expected = logits(adapted.model.eval(), pixels)
     export_peft(adapted, directory / "adapter")
     loaded = peft.PeftModel.from_pretrained(tiny_vision_model(arch), directory / "adapter").eval()
     torch.testing.assert_close(logits(loaded, pixels), expected, atol=1e-5, rtol=0)
+    back = load_peft_adapter(tiny_vision_model(arch), directory / "adapter")  # what predict/eval load
+    torch.testing.assert_close(logits(back.model.eval(), pixels), expected, atol=1e-5, rtol=0)
     if not merged:
         return
     export_merged(adapted, directory / "merged")

@@ -74,8 +74,14 @@ class ImageTaskData:
 def load_image_data(train: str, evaluation: str | None, options: ImageClassificationSettings, *,
                     label_column: str = "label", label_names: Sequence[str] | None = None, seed: int = 1234,
                     train_limit: int | None = None, eval_limit: int | None = None) -> ImageTaskData:
-    """Train and eval splits under ``options.protocol`` (module doc); limits are seeded, stratified subsets."""
+    """Train and eval splits under ``options.protocol`` (module doc); limits are seeded, stratified subsets.
+
+    ``label_names`` fixes the class order (e.g. to match a checkpoint's head); by default it is the
+    sorted class folders, or the sorted labels of a table.
+    """
     train_set = read_images(train, "data.train_dir", options.image_column, label_column, label_names)
+    if label_names is not None:
+        train_set = align_to_training(train_set, tuple(label_names), "data.train_dir", "data.label_names")
     splits: dict[str, ImageExamples] = {}
     if options.protocol == "vtab-1k":
         train_set, splits["validation"] = vtab1k_split(train_set, seed)

@@ -133,18 +133,18 @@ def read_images(location: str | Path, key: str, image_column: str = "image", lab
 # Aligning evaluation classes, VTAB-1k
 # ==================================================================================================
 
-def align_to_training(evaluation: ImageExamples, train_names: tuple[str, ...], key: str = "data.eval_dir"
-                      ) -> ImageExamples:
+def align_to_training(evaluation: ImageExamples, train_names: tuple[str, ...], key: str = "data.eval_dir",
+                      reference: str = "the training data") -> ImageExamples:
     """``evaluation`` relabelled with the training class ids, matched by class name.
 
     Fewer classes than train is fine (a test set may miss a class); a class train lacks is an error,
-    since the model has no output for it.
+    since the model has no output for it. ``reference`` names where ``train_names`` came from.
     """
     unknown = [name for name in evaluation.label_names if name not in train_names]
     if unknown:
-        raise DataError(f"{key} ({evaluation.where}) has classes the training data lacks: "
-                        f"{', '.join(unknown[:_SHOWN])}{' ...' if len(unknown) > _SHOWN else ''}; the training "
-                        f"classes are {', '.join(train_names)}; rename or remove those classes, or train on them")
+        raise DataError(f"{key} ({evaluation.where}) has classes {reference} lacks: "
+                        f"{', '.join(unknown[:_SHOWN])}{' ...' if len(unknown) > _SHOWN else ''}; the classes "
+                        f"there are {', '.join(train_names)}; rename or remove those classes, or add them there")
     ids = tuple(train_names.index(evaluation.label_names[label]) for label in evaluation.labels)
     return ImageExamples(evaluation.paths, ids, train_names, evaluation.where)
 

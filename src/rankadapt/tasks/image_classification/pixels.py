@@ -181,19 +181,24 @@ def _load(path: Path) -> PixelDataset | None:
 
 
 def _save(dataset: PixelDataset, path: Path) -> None:
-    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
     data = save({"pixel_values": dataset.pixels.contiguous(), "labels": dataset.labels.contiguous(),
                  "format": torch.tensor([int(CACHE_FORMAT)])})
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, data)
     except OSError as err:
         log.warning("could not write the pixel cache %s (%s); set data.cache_dir to a writable "
                     "directory to reuse preprocessed images", path, err)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename: readers never see half a file.
+    (The tokenisation cache writes the same way; one helper can serve both once they share a module.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
