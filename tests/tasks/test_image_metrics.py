@@ -83,7 +83,8 @@ def test_family_evaluates_predicts_and_describes_its_export(tmp_path):
     records = family.predict(model, processor, [str(examples.paths[0]), str(tmp_path / "gray.png")],
                              {**settings, "top_k": 2}, show_progress=False)
     assert [r["image"] for r in records] == [str(examples.paths[0]), str(tmp_path / "gray.png")]
-    assert all(r["label"] == r["top2"][0][0] and r["probability"] == r["top2"][0][1] for r in records)
+    assert all(len(r["top_k"]) == 2 and r["label"] == r["top_k"][0][0] and r["probability"] == r["top_k"][0][1]
+               for r in records)
     assert ImageClassificationSettings(top_k=3).top_k == 3
 
 

@@ -105,7 +105,8 @@ def eval_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict
 
 def predict_images(model: torch.nn.Module, processor, paths: Sequence[str], label_names: Sequence[str],
                    k: int = TOP_K, batch_size: int = 32) -> list[dict[str, Any]]:
-    """One record per image, in input order: its best label, that label's probability and the top k."""
+    """One record per image, in input order: its best label, that label's probability, and under
+    ``top_k`` the k most probable labels as ``[label, probability]`` pairs, best first."""
     records = []
     for start in range(0, len(paths), batch_size):
         chunk = list(paths[start:start + batch_size])
@@ -123,7 +124,7 @@ def predict_images(model: torch.nn.Module, processor, paths: Sequence[str], labe
             logits = model(pixel_values=pixels.to(device)).logits.float().cpu()
         for path, top in zip(chunk, top_k_predictions(logits, label_names, k)):
             records.append({"image": path, "label": top[0][0], "probability": top[0][1],
-                            f"top{len(top)}": [[label, p] for label, p in top]})
+                            "top_k": [[label, p] for label, p in top]})
     return records
 
 
