@@ -1,0 +1,190 @@
+"""The image-classification task family: the TaskFamily methods (design15 §1) over this package's blocks.
+
+Data keys (the contract; ``data.train_dir`` and ``data.eval_dir`` join DataConfig when the family is
+wired in): ``data.task=imagefolder``; ``data.train_dir`` / ``data.eval_dir`` (image-folder layout) or
+``data.train_file`` / ``data.eval_file`` (CSV/JSONL with ``task_options.image_column`` and
+``data.label_column``); ``data.train_limit``, ``data.eval_limit``, ``data.split_seed``,
+``data.cache_dir`` as for text. ``task_options.protocol``:
+
+- ``full``: train on all of train, evaluate on the eval set as ``validation``;
+- ``vtab-1k``: train on 800 images drawn from train, select on the 200 others (``validation``),
+  report on the eval set as ``test`` (VTAB-1k; see :func:`.images.vtab1k_split`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...errors import DataError
+from .images import (UNREADABLE, ImageExamples, align_to_training, limit_examples, load_rgb, read_images,
+                     unreadable_images_error, vtab1k_split)
+from .metrics import TOP_K, classification_metrics, top_k_predictions
+from .models import load_image_model, load_image_processor
+from .pixels import ImageCollator, encode_images
+
+FAMILY = "image-classification"
+TASK = "imagefolder"
+
+
+class ImageClassificationSettings(BaseModel):
+    """The ``task_options:`` section when ``data.task=imagefolder``."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    protocol: Literal["full", "vtab-1k"] = "full"
+    """``vtab-1k``: 800 train + 200 validation drawn from train with data.split_seed, the eval set is
+    ``test``; ``full``: all of train, the eval set is ``validation``."""
+    image_column: str = "image"
+    """Column of image paths in data.train_file / data.eval_file (relative to the file)."""
+    top_k: int = Field(TOP_K, gt=0)
+    """How many labels ``rankadapt predict`` prints per image."""
+
+
+@dataclass(frozen=True)
+class ImageTaskSpec:
+    name: str
+    label_names: tuple[str, ...]
+    metrics: tuple[str, ...]
+    main_metric: str = "accuracy"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+def image_task_spec(label_names: tuple[str, ...], name: str = TASK) -> ImageTaskSpec:
+    metrics = ("accuracy", f"top{TOP_K}_accuracy") if len(label_names) > TOP_K else ("accuracy",)
+    return ImageTaskSpec(name=name, label_names=label_names, metrics=metrics)
+
+
+@dataclass
+class ImageTaskData:
+    spec: ImageTaskSpec
+    train: ImageExamples
+    eval_splits: dict[str, ImageExamples] = field(default_factory=dict)
+    source: str = ""
+
+
+def load_image_data(train: str, evaluation: str | None, options: ImageClassificationSettings, *,
+                    label_column: str = "label", label_names: Sequence[str] | None = None, seed: int = 1234,
+                    train_limit: int | None = None, eval_limit: int | None = None) -> ImageTaskData:
+    """Train and eval splits under ``options.protocol`` (module doc); limits are seeded, stratified subsets.
+
+    ``label_names`` fixes the class order (e.g. to match a checkpoint's head); by default it is the
+    sorted class folders, or the sorted labels of a table.
+    """
+    train_set = read_images(train, "data.train_dir", options.image_column, label_column, label_names)
+    if label_names is not None:
+        train_set = align_to_training(train_set, tuple(label_names), "data.train_dir", "data.label_names")
+    splits: dict[str, ImageExamples] = {}
+    if options.protocol == "vtab-1k":
+        train_set, splits["validation"] = vtab1k_split(train_set, seed)
+    if evaluation is not None:
+        held_out = read_images(evaluation, "data.eval_dir", options.image_column, label_column,
+                               train_set.label_names)
+        splits["test" if options.protocol == "vtab-1k" else "validation"] = \
+            align_to_training(held_out, train_set.label_names)
+    if not splits:
+        raise DataError("image classification needs an evaluation set: set data.eval_dir (or data.eval_file), "
+                        "or task_options.protocol=vtab-1k to hold 200 training images out")
+    splits = {name: limit_examples(split, eval_limit, seed) for name, split in splits.items()}
+    source = f"local: {train_set.where}" + (f", {evaluation}" if evaluation else "")
+    return ImageTaskData(image_task_spec(train_set.label_names), limit_examples(train_set, train_limit, seed), splits, source)
+
+
+def eval_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-example logits and labels of one eval batch."""
+    return {"logits": model(pixel_values=batch["pixel_values"]).logits, "labels": batch["labels"]}
+
+
+def predict_images(model: torch.nn.Module, processor, paths: Sequence[str], label_names: Sequence[str],
+                   k: int = TOP_K, batch_size: int = 32) -> list[dict[str, Any]]:
+    """One record per image, in input order: its best label, that label's probability, and under
+    ``top_k`` the k most probable labels as ``[label, probability]`` pairs, best first."""
+    records = []
+    for start in range(0, len(paths), batch_size):
+        chunk = list(paths[start:start + batch_size])
+        images, failures = [], []
+        for path in chunk:
+            try:
+                images.append(load_rgb(Path(path)))
+            except UNREADABLE as err:
+                failures.append((Path(path), err))
+        if failures:
+            raise unreadable_images_error(failures, "rankadapt predict")
+        pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            logits = model(pixel_values=pixels.to(device)).logits.float().cpu()
+        for path, top in zip(chunk, top_k_predictions(logits, label_names, k)):
+            records.append({"image": path, "label": top[0][0], "probability": top[0][1],
+                            "top_k": [[label, p] for label, p in top]})
+    return records
+
+
+class ImageClassificationFamily:
+    """TaskFamily for image classification (structural: the base class comes with issue 15's merge)."""
+
+    name: ClassVar[str] = FAMILY
+    tasks: ClassVar[tuple[str, ...]] = (TASK,)
+    peft_task_type: ClassVar[str] = "SEQ_CLS"
+    """PEFT's sequence-classification wrapper passes ``pixel_values`` through to the model (tested:
+    stock PEFT reproduces the logits), and adds the ``classifier`` to modules_to_save."""
+    Settings: ClassVar[type[BaseModel]] = ImageClassificationSettings
+
+    def load_data(self, data, options: ImageClassificationSettings | None) -> ImageTaskData:
+        options = options or ImageClassificationSettings()
+        train = getattr(data, "train_dir", None) or data.train_file
+        evaluation = getattr(data, "eval_dir", None) or data.eval_file
+        if not train:
+            raise DataError("data.task=imagefolder needs data.train_dir (DIR/<class>/*.jpg) or data.train_file "
+                            "(a CSV/JSONL of image paths and labels)")
+        return load_image_data(train, evaluation, options, label_column=data.label_column or "label",
+                               label_names=data.label_names, seed=data.split_seed,
+                               train_limit=data.train_limit, eval_limit=data.eval_limit)
+
+    def load_processor(self, model_name: str):
+        return load_image_processor(model_name)
+
+    def load_model(self, model, spec: ImageTaskSpec) -> torch.nn.Module:
+        return load_image_model(model, spec.label_names)
+
+    def head_modules(self, model: torch.nn.Module) -> list[str]:
+        from ...targets import head_module_names
+        return head_module_names(model)
+
+    def encode(self, split: str, examples: ImageExamples, processor, config,
+               show_progress: bool) -> torch.utils.data.Dataset:
+        return encode_images(examples, processor, config.data.cache_dir)
+
+    def collator(self, processor, config) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+        return ImageCollator(processor)
+
+    def objective(self, config, model: torch.nn.Module):
+        return lambda model, batch: model(**batch).loss
+
+    def eval_step(self, model, batch, spec, options) -> dict[str, torch.Tensor]:
+        return eval_outputs(model, batch)
+
+    def compute_metrics(self, spec, outputs: dict[str, list[torch.Tensor]], processor) -> dict[str, float]:
+        return classification_metrics(torch.cat(outputs["logits"]), torch.cat(outputs["labels"]))
+
+    def predict(self, model, processor, inputs: list[str], settings: dict[str, Any],
+                show_progress: bool) -> list[dict[str, Any]]:
+        return predict_images(model, processor, inputs, settings["label_names"], int(settings.get("top_k", TOP_K)))
+
+    def export_metadata(self, spec: ImageTaskSpec, config) -> dict[str, Any]:
+        options = getattr(config, "task_options", None) or ImageClassificationSettings()
+        return {"task": spec.name, "family": FAMILY, "label_names": list(spec.label_names),
+                "top_k": options.top_k, "protocol": options.protocol}
+
+    def save_processor(self, processor, directory) -> None:
+        processor.save_pretrained(str(directory))
+
+
