@@ -184,7 +184,7 @@ T = 8
 POLICY_SETTINGS = {
     "adalora": dict(lora_r=4, target_rank=2, init_warmup=2, final_warmup=2, mask_interval=1),
     "elalora": dict(lora_r=3, max_rank=6, b=4, k=2, init_warmup=1, final_warmup=1, mask_interval=2),
-    "sora": dict(lora_r=4, sparse_lambda_2=10.0),
+    "sora": dict(lora_r=4, sparse_lambda_2=0.2),  # per-step threshold: 10 under the old eta*xi reading at lr 2e-2
     "rmlora": dict(lora_r=4, random_rank=2, lora_type="v2"),
     "lora": dict(lora_r=4),
 }

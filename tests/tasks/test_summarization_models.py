@@ -189,7 +189,7 @@ METHODS = {
     "lora": dict(lora_r=2),
     "adalora": dict(lora_r=4, target_rank=2, init_warmup=1, final_warmup=2, mask_interval=2),
     "elalora": dict(lora_r=2, init_warmup=1, final_warmup=2, mask_interval=2, b=4, k=1),
-    "sora": dict(lora_r=4, sparse_lambda_2=2.0),
+    "sora": dict(lora_r=4, sparse_lambda_2=0.04),  # per-step threshold: 2 under the old eta*xi reading at lr 2e-2
     "rmlora": dict(lora_r=4, random_rank=2),
 }
 STEPS = 8
