@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import rankadapt.methods.adalora  # noqa: F401  (registers "adalora")
-from rankadapt.config import MODULE_NAMES, MethodConfig
-from rankadapt.errors import ConfigError, TrainingError
+from rankadapt.core.config import MODULE_NAMES, MethodConfig
+from rankadapt.core.errors import ConfigError, TrainingError
 from rankadapt.methods import StepContext
 from rankadapt.methods.allocation import budget_schedule, select_to_keep
-from rankadapt.model import prepare_model
+from rankadapt.methods.adapting import prepare_model
 
 from conftest import assert_stock_peft_matches, checkpoint_round_trip, tiny_batch, tiny_model
 

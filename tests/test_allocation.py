@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from rankadapt.errors import ConfigError
-from rankadapt.layer import AdapterLinear
+from rankadapt.core.errors import ConfigError
+from rankadapt.core.layer import AdapterLinear
 from rankadapt.methods.allocation import (ImportanceTracker, Phase, budget_schedule, is_mask_step, is_round_step,
                                           orthogonal_unit_vector, plan_round, resolve_schedule, round_size,
                                           select_to_keep, update_importance)

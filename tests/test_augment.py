@@ -1,4 +1,4 @@
-"""Cutoff and R-drop (rankadapt.augment): the divergences and losses against hand computations, the
+"""Cutoff and R-drop (rankadapt.tasks.text_classification.augment): the divergences and losses against hand computations, the
 cut-off views, every architecture's forward on embeddings, and a training run end to end."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from rankadapt.augment import (build_objective, check_objective, cutoff_keep_masks, js_divergence,
-                               plain_objective, symmetric_kl)
+from rankadapt.tasks.text_classification.augment import (build_objective, check_objective, cutoff_keep_masks,
+                                                         js_divergence, plain_objective, symmetric_kl)
 from rankadapt.cli import app
-from rankadapt.config import TrainConfig
-from rankadapt.errors import ConfigError
+from rankadapt.core.config import TrainConfig
+from rankadapt.core.errors import ConfigError
 
 from conftest import tiny_batch, tiny_model
 from helpers import make_model_dir, sentiment_rows, write_csv

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from rankadapt.config import MethodConfig, RunConfig
-from rankadapt.errors import ConfigError
-from rankadapt.experiments.budget import adapted_shapes, apply_budget, plan_budget
-from rankadapt.model import prepare_model
+from rankadapt.core.config import MethodConfig, RunConfig
+from rankadapt.core.errors import ConfigError
+from rankadapt.methods.budget import adapted_shapes, apply_budget, plan_budget
+from rankadapt.methods.adapting import prepare_model
 
 from conftest import tiny_model
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rankadapt.cli import app
-from rankadapt.errors import ConfigError
-from rankadapt.experiments.compat import parse_glue_args
+from rankadapt.core.errors import ConfigError
+from rankadapt.experiments.run_glue import parse_glue_args
 
 from helpers import make_model_dir, sentiment_rows, write_csv
 

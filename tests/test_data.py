@@ -14,10 +14,11 @@ import pytest
 import torch
 import transformers
 
-from rankadapt.config import DATA_DIR_ENV, DataConfig
-from rankadapt.data import (TASKS, EncodedDataset, Examples, LengthGroupedSampler, PaddingCollator, encode,
-                            get_task, load_task_data, read_table, resolve_data_dir, sample_indices)
-from rankadapt.errors import DataError
+from rankadapt.core.config import DATA_DIR_ENV, DataConfig
+from rankadapt.tasks.text_classification import (TASKS, EncodedDataset, Examples, PaddingCollator, encode, get_task,
+                                                 load_task_data, read_table, resolve_data_dir, sample_indices)
+from rankadapt.runtime.sampling import LengthGroupedSampler
+from rankadapt.core.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_real_data = pytest.mark.skipif(not (SHARED_DATA / "glue").is_dir(),
@@ -509,14 +510,15 @@ def test_fixed_padding_pads_every_batch_to_max_length(tmp_path, tokenizer):
     assert fixed["input_ids"].tolist() == [[2, 5, 3, 9, 9], [2, 3, 9, 9, 9]]
     assert fixed["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
     # data.padding picks it in the trainer's loaders (the default pads to the longest in the batch)
-    from rankadapt.config import RunConfig
-    from rankadapt.train import make_loaders
+    from rankadapt.core.config import RunConfig
+    from rankadapt.runtime.loaders import make_loaders
+    from rankadapt.tasks.text_classification import text_collator
 
     examples = Examples(text=["the movie", "a plot was very good"], text_pair=None, labels=[0, 1])
     dataset = encode(examples, tokenizer, max_length=12, cache_dir=tmp_path, cache_key="fixed")
     for padding, width in (("max_length", 12), ("longest", max(dataset.lengths))):
         config = RunConfig.model_validate({"data": {"max_length": 12, "padding": padding}, "train": {"batch_size": 2}})
-        train_loader, _ = make_loaders(config, dataset, {}, tokenizer, num_processes=1)
+        train_loader, _ = make_loaders(config, dataset, {}, text_collator(config, tokenizer), num_processes=1)
         assert next(iter(train_loader))["input_ids"].shape == (2, width)
 
 

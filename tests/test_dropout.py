@@ -1,4 +1,4 @@
-"""Fast dropout (rankadapt.dropout): the masks' distribution, the scaling, the gradient, the adapter's
+"""Fast dropout (rankadapt.core.dropout): the masks' distribution, the scaling, the gradient, the adapter's
 folded scale, the written-out attention against a hand computation and against SDPA, and the
 swap-and-restore on every architecture."""
 
@@ -11,11 +11,11 @@ import torch
 from conftest import tiny_batch, tiny_model
 from torch import nn
 
-from rankadapt.config import MethodConfig
-from rankadapt.dropout import (ATTENTION_IMPLEMENTATION, FastDropout, _attention_with_fast_dropout, drop_threshold,
-                               dropout, fast_dropout, keep_mask, keep_scale, keep_values, uses_fast_path)
-from rankadapt.layer import AdapterLinear
-from rankadapt.model import prepare_model
+from rankadapt.core.config import MethodConfig
+from rankadapt.core.dropout import (ATTENTION_IMPLEMENTATION, FastDropout, _attention_with_fast_dropout, drop_threshold,
+                                    dropout, fast_dropout, keep_mask, keep_scale, keep_values, uses_fast_path)
+from rankadapt.core.layer import AdapterLinear
+from rankadapt.methods.adapting import prepare_model
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import rankadapt.methods.elalora  # noqa: F401  (registers "elalora")
-from rankadapt.config import MethodConfig
-from rankadapt.errors import ConfigError
+from rankadapt.core.config import MethodConfig
+from rankadapt.core.errors import ConfigError
 from rankadapt.methods import StepContext
 from rankadapt.methods.elalora import zero_slot_moments
-from rankadapt.model import prepare_model
+from rankadapt.methods.adapting import prepare_model
 
 from conftest import assert_stock_peft_matches, checkpoint_round_trip, tiny_batch, tiny_model
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from rankadapt.config import MODULE_NAMES, MethodConfig
-from rankadapt.export import export_merged, export_peft, load_peft_adapter
-from rankadapt.model import prepare_model
+from rankadapt.core.config import MODULE_NAMES, MethodConfig
+from rankadapt.methods.export import export_merged, export_peft, load_peft_adapter
+from rankadapt.methods.adapting import prepare_model
 
 from conftest import tiny_batch, tiny_model
 
@@ -109,7 +109,7 @@ def test_parity_with_peft_lora_outputs_and_gradients():
 
 
 def test_loading_onto_the_wrong_model_is_a_clear_error(tmp_path):
-    from rankadapt.errors import ModelError
+    from rankadapt.core.errors import ModelError
     export_peft(trained_adapter("bert", lora_r=2), tmp_path / "a")
     with pytest.raises(ModelError, match="targets modules this model lacks"):
         load_peft_adapter(tiny_model("distilbert"), tmp_path / "a")

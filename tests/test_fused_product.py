@@ -1,4 +1,4 @@
-"""The adapter layer's fused autograd function (``rankadapt.layer._AdapterProduct``).
+"""The adapter layer's fused autograd function (``rankadapt.core.layer._AdapterProduct``).
 
 It must compute exactly what the same formula computes as separate autograd operations (the layer's
 ``_composed_forward``), with the gradients of the docstring: checked by finite differences
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from rankadapt.dropout import FastDropout, keep_values
-from rankadapt.layer import AdapterLinear, _AdapterProduct
+from rankadapt.core.dropout import FastDropout, keep_values
+from rankadapt.core.layer import AdapterLinear, _AdapterProduct
 
 
 def make_layer(dropout: float = 0.0, gate_trainable: bool = True, bias: bool = True,
@@ -118,8 +118,8 @@ def test_evaluation_merge_restores_the_weights_bit_for_bit():
     """``merged_for_evaluation`` evaluates W + ΔW and then puts back W exactly (a copy, not W + ΔW − ΔW)."""
     from conftest import tiny_batch, tiny_model
 
-    from rankadapt.config import MethodConfig
-    from rankadapt.model import prepare_model
+    from rankadapt.core.config import MethodConfig
+    from rankadapt.methods.adapting import prepare_model
 
     torch.manual_seed(0)
     adapted = prepare_model(tiny_model("bert"), MethodConfig(name="adalora", lora_r=4, target_rank=2))

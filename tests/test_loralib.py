@@ -11,12 +11,12 @@ import torch
 from typer.testing import CliRunner
 
 from rankadapt.cli import app
-from rankadapt.config import MethodConfig
-from rankadapt.errors import ConfigError, ModelError
-from rankadapt.experiments.init_from import init_adapters_from
-from rankadapt.experiments.loralib import load_loralib, loralib_state_dict, save_loralib
-from rankadapt.export import export_peft
-from rankadapt.model import prepare_model
+from rankadapt.core.config import MethodConfig
+from rankadapt.core.errors import ConfigError, ModelError
+from rankadapt.methods.init_from import init_adapters_from
+from rankadapt.methods.loralib import load_loralib, loralib_state_dict, save_loralib
+from rankadapt.methods.export import export_peft
+from rankadapt.methods.adapting import prepare_model
 
 from conftest import tiny_batch, tiny_model
 from helpers import custom_task_args, make_model_dir

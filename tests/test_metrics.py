@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from rankadapt.data import TASKS, custom_task
-from rankadapt.metrics import compute_metrics, predictions_from_logits
+from rankadapt.tasks.text_classification import TASKS, custom_task
+from rankadapt.tasks.text_classification.metrics import compute_metrics, predictions_from_logits
 
 # gold 1,1,1,1,0,0,0,0,0,0 against predictions giving TP=3, FN=1, FP=2, TN=4
 GOLD = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rankadapt.cli import app
-from rankadapt.models import packaged_model_dir
+from rankadapt.core.models import packaged_model_dir
 
 from conftest import ROOT, SHARED_DATA
 

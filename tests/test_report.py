@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from rankadapt.cli import app
-from rankadapt.errors import DataError
+from rankadapt.core.errors import DataError
 from rankadapt.experiments.plots import layer_and_type, rank_grid
 from rankadapt.experiments.report import _seconds, build_report, collect_runs, group_runs
 
@@ -147,7 +147,7 @@ def test_model_table_counts_parameters_with_head_from_adapter_runs(tmp_path):
 def test_base_parameters_are_the_models_own_count_head_included():
     from conftest import tiny_model
     from rankadapt import MethodConfig, prepare_model
-    from rankadapt.train import _adapter_tensor_parameters
+    from rankadapt.recipes.finetune import _adapter_tensor_parameters
 
     for method in ("lora", "sora", "elalora"):
         model = tiny_model()

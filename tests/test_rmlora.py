@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 import rankadapt.methods.rmlora  # noqa: F401  (registers "rmlora")
-from rankadapt.config import MODULE_NAMES, MethodConfig
-from rankadapt.layer import AdapterLinear
+from rankadapt.core.config import MODULE_NAMES, MethodConfig
+from rankadapt.core.layer import AdapterLinear
 from rankadapt.methods import StepContext
 from rankadapt.methods.rmlora import RMLoRA, draw_rank_indices
-from rankadapt.model import prepare_model
+from rankadapt.methods.adapting import prepare_model
 
 from conftest import tiny_batch, tiny_model
 

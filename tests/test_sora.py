@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import rankadapt.methods.sora  # noqa: F401  (registers "sora")
-from rankadapt.config import MODULE_NAMES, MethodConfig
-from rankadapt.export import export_peft
+from rankadapt.core.config import MODULE_NAMES, MethodConfig
+from rankadapt.methods.export import export_peft
 from rankadapt.methods import StepContext
 from rankadapt.methods.sora import SoRA, soft_threshold
-from rankadapt.model import prepare_model
+from rankadapt.methods.adapting import prepare_model
 
 from conftest import tiny_batch, tiny_model
 

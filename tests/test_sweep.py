@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from rankadapt.cli import app
-from rankadapt.errors import ConfigError
+from rankadapt.core.errors import ConfigError
 from rankadapt.experiments.report import collect_runs, group_runs
 from rankadapt.experiments.sweep import load_sweep
 

@@ -9,7 +9,7 @@ import json
 import yaml
 from typer.testing import CliRunner
 
-import rankadapt.train
+import rankadapt.recipes.finetune
 from rankadapt.cli import app
 
 runner = CliRunner()
@@ -19,7 +19,7 @@ ACCURACY = {("lora", "sst2"): [0.80, 0.82, 0.81], ("lora", "rte"): [0.50, 0.53, 
 
 
 def fake_train(config):
-    """Stand-in for rankadapt.train.train: writes results.json as a finished run does."""
+    """Stand-in for rankadapt.recipes.finetune.train: writes results.json as a finished run does."""
     value = ACCURACY[(config.method.name, config.data.task)][config.train.seed]
     results = {"task": config.data.task, "method": config.method.name, "metric_for_best": "accuracy",
                "final_metrics": {"accuracy": value}, "train_seconds": 12.0}
@@ -30,7 +30,7 @@ def fake_train(config):
 
 
 def test_sweep_prints_each_runs_metric_and_a_median_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(rankadapt.train, "train", fake_train)
+    monkeypatch.setattr(rankadapt.recipes.finetune, "train", fake_train)
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({"name": "grid", "output_root": str(tmp_path / "runs"), "tasks": ["sst2", "rte"],
                                     "methods": ["lora", "adalora"], "seeds": [0, 1, 2]}))

@@ -11,12 +11,12 @@ Python API::
 
 __version__ = "0.1.0"
 
-from .config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, load_config
-from .errors import ConfigError, DataError, ModelError, RankAdaptError, TrainingError
-from .export import export_merged, export_peft, load_peft_adapter
-from .layer import AdapterLinear
+from .core.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from .core.errors import ConfigError, DataError, ModelError, RankAdaptError, TrainingError
+from .core.layer import AdapterLinear
 from .methods import MethodPolicy, StepContext, available_methods, register_method
-from .model import AdaptedModel, prepare_model
+from .methods.adapting import AdaptedModel, prepare_model
+from .methods.export import export_merged, export_peft, load_peft_adapter
 
 __all__ = [
     "AdaptedModel", "AdapterLinear", "ConfigError", "DataConfig", "DataError", "MethodConfig", "MethodPolicy",

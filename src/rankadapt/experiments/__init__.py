@@ -9,6 +9,6 @@ source repositories' command lines, and adapters from elsewhere.
 - :mod:`.loralib` — microsoft/LoRA ``loralib`` checkpoints (``lora_A``/``lora_B`` keys), both ways;
 - :mod:`.init_from` — ``init_from: RUN_DIR``: start a run from another run's adapter.
 
-Nothing is imported here eagerly: ``rankadapt.train`` imports :mod:`.budget` and :mod:`.init_from`,
-and :mod:`.sweep` imports ``rankadapt.train``.
+Nothing is imported here eagerly: ``rankadapt.recipes.finetune`` imports :mod:`.budget` and :mod:`.init_from`,
+and :mod:`.sweep` imports ``rankadapt.recipes.finetune``.
 """

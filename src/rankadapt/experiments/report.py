@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import METHOD_NAMES, RANK_ADAPTIVE_METHODS, read_yaml
-from ..errors import DataError
-from ..tracking import read_events
+from ..core.config import METHOD_NAMES, RANK_ADAPTIVE_METHODS, read_yaml
+from ..core.errors import DataError
+from ..runtime.tracking import read_events
 from . import plots
 from .document import Document, Table
 from .runner import MANIFEST, read_entry

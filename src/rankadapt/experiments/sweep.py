@@ -36,8 +36,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..config import METHOD_KEYS, RunConfig, _deep_merge, build_config, parse_overrides, read_yaml
-from ..errors import ConfigError
+from ..core.config import METHOD_KEYS, RunConfig, _deep_merge, build_config, parse_overrides, read_yaml
+from ..core.errors import ConfigError
 
 SECTIONS = ("model", "data", "method", "train")
 

@@ -43,7 +43,7 @@ point 1 changes nothing; ``tests/test_allocation.py`` shows point 1 with ties):
 
 Several processes (docs/methods/adalora.md): the gradients are all-reduced, so every process computes the
 same scores and the same pattern. After each decision :meth:`AdaLoRA.broadcast_state` checks that the
-decided patterns are identical (a :class:`~rankadapt.errors.TrainingError` otherwise) and copies rank
+decided patterns are identical (a :class:`~rankadapt.core.errors.TrainingError` otherwise) and copies rank
 0's λ and pattern to every process.
 
 Between mask steps a masked λ trains away from 0 (as in PEFT and the official code), so
@@ -57,8 +57,8 @@ from typing import Any
 
 import torch
 
-from .. import distributed
-from ..errors import ConfigError
+from ..core import distributed
+from ..core.errors import ConfigError
 from .allocation import ImportancePolicy, Phase, budget_schedule, is_mask_step, select_to_keep
 from .base import Adapters, StepContext, register_method
 

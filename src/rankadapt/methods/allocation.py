@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, TrainingError
-from ..layer import AdapterLinear
+from ..core.errors import ConfigError, TrainingError
+from ..core.layer import AdapterLinear
 from .base import Adapters, MethodPolicy, StepContext
 from .regularizers import orthogonal_regularization
 

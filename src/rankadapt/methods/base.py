@@ -33,10 +33,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .. import distributed
-from ..config import MethodConfig
-from ..errors import ConfigError
-from ..layer import AdapterLinear
+from ..core import distributed
+from ..core.config import MethodConfig
+from ..core.errors import ConfigError
+from ..core.layer import AdapterLinear
 
 Adapters = dict[str, AdapterLinear]
 """Adapted layers by full module name, in model order."""
@@ -140,7 +140,7 @@ class MethodPolicy:
 
     def broadcast_state(self, adapters: Adapters) -> None:
         """Make a rank decision identical on every process: check that all decided the same (raising
-        :class:`~rankadapt.errors.TrainingError` if not), then rank 0's tensors win. Under DDP the
+        :class:`~rankadapt.core.errors.TrainingError` if not), then rank 0's tensors win. Under DDP the
         gradients are all-reduced, so the processes should agree; the broadcast keeps float-level
         drift from ever accumulating. A collective: every process calls it. No-op single-process."""
         if not distributed.is_distributed() or not adapters:

@@ -48,8 +48,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
-from ..layer import AdapterLinear
+from ..core.errors import ConfigError
+from ..core.layer import AdapterLinear
 from .allocation import ImportancePolicy, is_round_step, orthogonal_unit_vector, plan_round, round_size
 from .base import Adapters, StepContext, register_method
 

@@ -25,7 +25,7 @@ Choices and departures from the official code:
   device), and the generator's state is saved in :meth:`RMLoRA.state_dict`, so a resumed run
   continues the same sequence. On resume the checkpoint's seed and state win over ``policy.seed``.
   Under DDP every step checks that all processes drew the same indices (one all-reduce of a digest,
-  :func:`rankadapt.distributed.assert_identical`) and stops with a ``TrainingError`` if not: masking
+  :func:`rankadapt.core.distributed.assert_identical`) and stops with a ``TrainingError`` if not: masking
   different rows on different processes would make the replicas drift apart silently.
 - **Masking the gradient is not freezing.** The mask acts on gradients (docs/methods/rmlora.md), so under
   AdamW a masked row still moves by its first-moment momentum and by weight decay; only its fresh
@@ -39,8 +39,8 @@ from typing import Any
 
 import torch
 
-from .. import distributed
-from ..layer import AdapterLinear
+from ..core import distributed
+from ..core.layer import AdapterLinear
 from .base import Adapters, MethodPolicy, StepContext, register_method
 from .regularizers import orthogonal_regularization
 

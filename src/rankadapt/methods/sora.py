@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import torch
 
-from ..layer import AdapterLinear
+from ..core.layer import AdapterLinear
 from .base import Adapters, MethodPolicy, StepContext, register_method
 
 

@@ -37,27 +37,30 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from .augment import build_objective, check_objective
-from .checkpoint import (CHECKPOINT_DIR, LoopState, has_checkpoint, load_checkpoint, recover_checkpoint, rng_state,
-                         rng_state_for, save_checkpoint, set_rng_state)
-from .config import RunConfig
-from .data import (EncodedDataset, LengthGroupedSampler, PaddingCollator, TaskData, encode, load_task_data)
-from .distributed import (EpochPermutation, GlobalBatchSampler, assert_identical, gather_objects, rank,
-                          sum_over_processes)
-from .dropout import fast_dropout
-from .errors import ConfigError, TrainingError
-from .experiments.budget import apply_budget
-from .experiments.init_from import init_adapters_from
-from .methods import StepContext
-from .metrics import compute_metrics, predictions_from_logits
-from .model import AdaptedModel, prepare_model, trainable_state_dict
-from .models import fitted_max_length, load_model, load_model_config, load_tokenizer
-from .progress import bar, phase
-from .ownership import (RunLock, clear_run_outputs, crash_point, make_run_dir, refuse_foreign_outputs,
-                        restore_interrupted_swap)
-from .resume import SCHEDULED_METHODS, check_resume_changes, config_changes
-from .tracking import RunLogger
-from .versions import package_versions
+from ..core.config import RunConfig
+from ..core.distributed import assert_identical, gather_objects, rank, sum_over_processes
+from ..core.dropout import fast_dropout
+from ..core.errors import ConfigError, TrainingError
+from ..core.models import fit_max_length, load_model, load_model_config, load_tokenizer
+from ..core.ownership import (RunLock, clear_run_outputs, crash_point, make_run_dir, refuse_foreign_outputs,
+                              restore_interrupted_swap)
+from ..core.progress import bar, phase
+from ..core.versions import package_versions
+from ..methods import StepContext
+from ..methods.adapting import AdaptedModel, prepare_model, trainable_state_dict
+from ..methods.budget import apply_budget
+from ..methods.init_from import init_adapters_from
+from ..runtime.checkpoint import (CHECKPOINT_DIR, LoopState, has_checkpoint, load_checkpoint, recover_checkpoint,
+                                  rng_state, rng_state_for, save_checkpoint, set_rng_state)
+from ..runtime.resume import SCHEDULED_METHODS, check_resume_changes, config_changes
+from ..runtime.tracking import RunLogger
+from ..tasks.text_classification import TaskData, load_task_data
+from ..tasks.text_classification.augment import build_objective, check_objective
+from ..runtime.accelerator import make_accelerator
+from ..runtime.loaders import make_loaders
+from ..runtime.optim import make_optimizer, schedule_lengths
+from ..tasks.text_classification import encode_splits, text_collator
+from .evaluate import evaluate_loaders
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
@@ -95,99 +98,6 @@ class Run:
 # Building a run
 # ==================================================================================================
 
-def make_accelerator(config: RunConfig):
-    from accelerate import Accelerator
-
-    if config.train.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    # Accelerate keeps its settings in a process-wide singleton; several runs in one process (sweeps,
-    # tests) may differ in mixed precision or device, so start each run from fresh settings. The
-    # process group (PartialState) is kept.
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=config.train.device == "cpu", mixed_precision=config.train.mixed_precision)
-
-
-def encode_splits(config: RunConfig, data: TaskData, tokenizer, show_progress: bool = False
-                  ) -> tuple[EncodedDataset, dict[str, EncodedDataset]]:
-    key = f"{config.model.name}|{data.task.name}"
-
-    def encoded(split, name: str) -> EncodedDataset:
-        label = f"tokenising {name}" if show_progress and config.train.progress else None
-        return encode(split, tokenizer, config.data.max_length, config.data.cache_dir, f"{key}|{name}", label)
-
-    return encoded(data.train, "train"), {name: encoded(split, name) for name, split in data.eval_splits.items()}
-
-
-def make_loaders(config: RunConfig, train: EncodedDataset, evals: dict[str, EncodedDataset], tokenizer,
-                 num_processes: int, process_index: int = 0,
-                 pin_memory: bool = False) -> tuple[DataLoader, dict[str, DataLoader]]:
-    """The training loader yields this process's slice of each global batch (``train.batch_size``
-    examples per micro-batch, whatever the world size: :class:`~rankadapt.distributed.GlobalBatchSampler`);
-    it is not given to Accelerate, which would shard it a second time. Eval loaders hold
-    ``eval_batch_size / N`` per process and are sharded by Accelerate (gathered without duplicates).
-    ``pin_memory`` (training on CUDA) collates into page-locked memory, so the loop's
-    ``.to(device, non_blocking=True)`` is an asynchronous copy rather than a synchronous one."""
-    if config.train.batch_size < num_processes:
-        raise ConfigError(f"train.batch_size={config.train.batch_size} is the global batch of one micro-step, split "
-                          f"over the {num_processes} processes, so it must be at least {num_processes}; use a "
-                          f"multiple of {num_processes} (each process then takes batch_size / {num_processes})")
-    fixed = config.data.max_length if config.data.padding == "max_length" else None
-    collate = PaddingCollator(tokenizer.pad_token_id or 0, pad_to_length=fixed)
-    # Each loader gets its own generator: otherwise every new iterator draws a seed from torch's global
-    # generator, which shifts dropout masks and breaks exact resume.
-    own_rng = {"generator": torch.Generator().manual_seed(config.train.seed)}
-    if config.train.group_by_length:
-        order = LengthGroupedSampler(train.lengths, config.train.batch_size, seed=config.train.seed)
-    else:
-        order = EpochPermutation(len(train), seed=config.train.seed)
-    batches = GlobalBatchSampler(order, config.train.batch_size, num_processes, process_index)
-    train_loader = DataLoader(train, batch_sampler=batches, collate_fn=collate, num_workers=config.train.num_workers,
-                              pin_memory=pin_memory, **own_rng)
-    eval_batch = (config.train.eval_batch_size or 2 * config.train.batch_size) // num_processes or 1
-    eval_loaders = {name: DataLoader(ds, batch_size=eval_batch, sampler=_by_length(ds), collate_fn=collate, **own_rng)
-                    for name, ds in evals.items()}
-    return train_loader, eval_loaders
-
-
-def _by_length(dataset: EncodedDataset) -> list[int]:
-    """Evaluation in length order: the least padding; the metrics do not depend on the order."""
-    return sorted(range(len(dataset)), key=lambda i: dataset.lengths[i])
-
-
-def make_optimizer(config: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW with no weight decay on biases, LayerNorm weights and gates.
-
-    Gates (AdaLoRA's λ, SoRA's g) are excluded: decay would shrink singular values towards the
-    pruning threshold independently of their importance, mixing two pruning mechanisms.
-    """
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        exempt = param.ndim < 2 or "LayerNorm" in name or "layer_norm" in name or name.endswith("lora_E")
-        (no_decay if exempt else decay).append(param)
-    groups = [{"params": decay, "weight_decay": config.train.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.train.learning_rate)
-
-
-def schedule_lengths(config: RunConfig, batches_per_epoch: int) -> tuple[int, int]:
-    """(T, optimizer steps per epoch) for ``batches_per_epoch`` global micro-batches.
-
-    The training loader has ⌈examples / train.batch_size⌉ batches on every process whatever the world
-    size (each process holds a slice of each global batch), so T and every schedule built on it are
-    those of a single-process run with the same global batch.
-    """
-    steps_per_epoch = math.ceil(batches_per_epoch / config.train.grad_accum)
-    if steps_per_epoch == 0:
-        raise ConfigError("the training split is empty after batching; lower train.batch_size or add data")
-    total = config.train.max_steps or math.ceil(config.train.epochs * steps_per_epoch)
-    return total, steps_per_epoch
-
 
 def build_run(config: RunConfig) -> Run:
     from accelerate.utils import set_seed
@@ -210,7 +120,7 @@ def build_run(config: RunConfig) -> Run:
         init_adapters_from(adapted, config.init_from, config.method.lora_alpha, echo)
     if hasattr(adapted.policy, "seed"):
         adapted.policy.seed = config.train.seed
-    train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, tokenizer, accelerator.num_processes,
+    train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, text_collator(config, tokenizer), accelerator.num_processes,
                                               accelerator.process_index, pin_memory=accelerator.device.type == "cuda")
     optimizer = make_optimizer(config, model) if adapted.trainable_parameters() else None
     # The training loader is already sharded (GlobalBatchSampler); the loop moves its batches to the device.
@@ -228,15 +138,6 @@ def build_run(config: RunConfig) -> Run:
                optimizer, scheduler, total_steps, steps_per_epoch, logger)
 
 
-def fit_max_length(config: RunConfig, model_config) -> RunConfig:
-    """data.max_length within the model's positions: refused if set so, lowered if left at its default."""
-    explicit = "max_length" in config.data.model_fields_set
-    fitted = fitted_max_length(model_config, config.data.max_length, "data.max_length", explicit)
-    if fitted == config.data.max_length:
-        return config
-    return config.model_copy(update={"data": config.data.model_copy(update={"max_length": fitted})})
-
-
 # ==================================================================================================
 # Evaluation
 # ==================================================================================================
@@ -246,40 +147,6 @@ def evaluate(run: Run) -> dict[str, float]:
     with run.adapted.merged_for_evaluation():
         return evaluate_loaders(run.model, run.eval_loaders, run.data.task, run.accelerator,
                                 show_progress=run.is_main and run.config.train.progress)
-
-
-@torch.no_grad()
-def evaluate_loaders(model, loaders: dict[str, DataLoader], task, accelerator,
-                     show_progress: bool = False) -> dict[str, float]:
-    """Metrics on every eval split, gathered over processes (no duplicates: gather_for_metrics).
-
-    With several splits (MNLI) each metric is prefixed by its split: ``matched_accuracy``.
-    ``show_progress``: a bar per split (batches), gone when the split is done.
-    """
-    was_training = model.training
-    model.eval()
-    metrics: dict[str, float] = {}
-    for split, loader in loaders.items():
-        logits, labels = [], []
-        for batch in bar(len(loader), f"eval {split}", "batch", show_progress, leave=False, iterable=loader):
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            out = model(**inputs).logits.float()
-            out, lab = accelerator.gather_for_metrics((out, batch["labels"]))
-            logits.append(out.cpu())
-            labels.append(lab.cpu())
-        logits_t, labels_t = torch.cat(logits), torch.cat(labels)
-        split_metrics = compute_metrics(task, predictions_from_logits(task, logits_t.numpy()), labels_t.numpy())
-        split_metrics["loss"] = _eval_loss(task, logits_t, labels_t)
-        prefix = "" if len(loaders) == 1 else split.removeprefix("validation_") + "_"
-        metrics.update({prefix + k: float(v) for k, v in split_metrics.items()})
-    model.train(was_training)
-    return metrics
-
-
-def _eval_loss(task, logits: torch.Tensor, labels: torch.Tensor) -> float:
-    if task.is_regression:
-        return torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float()).item()
-    return torch.nn.functional.cross_entropy(logits, labels.long()).item()
 
 
 def best_metric_name(run: Run) -> str:
@@ -374,7 +241,7 @@ def _training_loop(run: Run, loop: LoopState) -> None:
     batches, device, num_processes = run.train_loader.batch_sampler, accelerator.device, accelerator.num_processes
     window = _restored_window(run, loop)
     window["shown_sps"] = "-"  # samples/s shown on the bar until the first train event
-    # The task loss, or Cutoff / R-drop's loss with its second forward pass (rankadapt.augment).
+    # The task loss, or Cutoff / R-drop's loss with its second forward pass (rankadapt.tasks.text_classification.augment).
     objective = build_objective(config.train, accelerator.unwrap_model(model).get_input_embeddings())
     if policy.rank_adaptive and loop.step == 0:
         run.logger.log("ranks", 0, ranks=run.adapted.rank_pattern(), total=sum(run.adapted.rank_pattern().values()))
@@ -653,7 +520,7 @@ def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
         return
     if not final_pass and run.config.train.export == "last":
         return
-    from .export import export_merged, export_peft
+    from ..methods.export import export_merged, export_peft
 
     # Exports of a new best model during training show while they are written, then make way for the bar.
     with phase(f"exporting {target}", run.config.train.progress, leave=final_pass):

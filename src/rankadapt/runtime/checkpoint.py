@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import TrainingError
-from .ownership import (atomic_dir, crash_point, is_owned, remove_owned as _remove_owned, remove_stale_temporaries,
-                        temporaries_of)
+from ..core.errors import TrainingError
+from ..core.ownership import (atomic_dir, crash_point, is_owned, remove_owned as _remove_owned,
+                              remove_stale_temporaries, temporaries_of)
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_FILE = "model.safetensors"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import DataError
+from ...core.errors import DataError
 
 CUSTOM = "custom"
 

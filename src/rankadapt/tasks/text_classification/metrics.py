@@ -11,7 +11,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from .data.tasks import TaskSpec
+from .specs import TaskSpec
 
 
 def predictions_from_logits(task: TaskSpec, logits: np.ndarray) -> np.ndarray:

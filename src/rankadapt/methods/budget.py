@@ -20,7 +20,7 @@ rank on every matrix costs S. What each method can match:
 
 Nothing here guesses silently: the plan says what it set and what it expects, ``results.json`` holds
 ``budget`` (requested) next to ``adapter_parameters`` (achieved), and a budget that cannot be met
-(below one rank, or above full rank) is a :class:`~rankadapt.errors.ConfigError` naming the limit.
+(below one rank, or above full rank) is a :class:`~rankadapt.core.errors.ConfigError` naming the limit.
 Rank keys the user set explicitly must agree with the plan (else: remove one of them).
 """
 
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 from torch import nn
 
-from ..config import MethodConfig, RunConfig
-from ..errors import ConfigError
-from ..targets import find_targets
+from ..core.config import MethodConfig, RunConfig
+from ..core.errors import ConfigError
+from ..core.targets import find_targets
 
 Shape = tuple[int, int]
 """(d_in, d_out) of one adapted matrix."""
@@ -152,7 +152,7 @@ def adapted_shapes(model: nn.Module, method: MethodConfig) -> list[Shape]:
 def apply_budget(config: RunConfig, model: nn.Module, echo: Callable[[str], None] | None = None) -> RunConfig:
     """``config`` with the method's rank settings set from ``method.budget`` (unchanged without one).
 
-    Call before :func:`~rankadapt.model.prepare_model`: the plan needs the shapes of the matrices to be
+    Call before :func:`~rankadapt.methods.adapting.prepare_model`: the plan needs the shapes of the matrices to be
     adapted. ``method.budget`` stays in the config, so ``results.json`` reports it beside the achieved
     ``adapter_parameters``.
     """

@@ -26,12 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import MethodConfig, RunConfig
-from ..errors import ModelError
-from ..layer import AdapterLinear
-from ..methods import build_policy
-from ..model import AdaptedModel, attach_lora, set_trainable
-from ..targets import head_module_names
+from ..core.config import MethodConfig
+from ..core.errors import ModelError
+from ..core.layer import AdapterLinear
+from ..core.targets import head_module_names
+from . import build_policy
+from .adapting import AdaptedModel, attach_lora, set_trainable
 from .init_from import AdapterFactors
 
 _A, _B = ".lora_A", ".lora_B"
@@ -159,23 +159,3 @@ def save_loralib(adapted: AdaptedModel, path: str | Path, lora_alpha: float) -> 
     return path
 
 
-def evaluate_loralib(config: RunConfig, lora_path: str | Path) -> dict[str, Any]:
-    """Metrics of ``config.model.name`` + a loralib checkpoint (alpha = ``config.method.lora_alpha``)."""
-    from ..data import load_task_data
-    from ..models import load_model, load_tokenizer
-    from ..train import encode_splits, evaluate_loaders, make_accelerator, make_loaders
-
-    data = load_task_data(config.data)
-    tokenizer = load_tokenizer(config.model.name)
-    model = load_model(config.model, data.task.num_labels, data.task.label_names)
-    adapted = load_loralib(model, lora_path, config.method.lora_alpha)
-    model.eval()
-    accelerator = make_accelerator(config)
-    train_set, eval_sets = encode_splits(config, data, tokenizer)
-    _, loaders = make_loaders(config, train_set, eval_sets, tokenizer, accelerator.num_processes)
-    prepared, *prepared_loaders = accelerator.prepare(model, *loaders.values())
-    metrics = evaluate_loaders(prepared, dict(zip(loaders, prepared_loaders)), data.task, accelerator)
-    return {"task": data.task.name, "source": str(lora_path), "data": data.source,
-            "eval_examples": {k: len(v) for k, v in data.eval_splits.items()},
-            "ranks": {n: layer.capacity for n, layer in adapted.adapters.items()},
-            "lora_alpha": config.method.lora_alpha, "metrics": metrics}

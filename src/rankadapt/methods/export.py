@@ -22,12 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import MethodConfig
-from .errors import ModelError
-from .layer import AdapterLinear
-from .methods import build_policy
-from .model import AdaptedModel, attach_lora, set_trainable
-from .ownership import atomic_dir
+from ..core.config import MethodConfig
+from ..core.errors import ModelError
+from ..core.layer import AdapterLinear
+from ..core.ownership import atomic_dir
+from . import build_policy
+from .adapting import AdaptedModel, attach_lora, set_trainable
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

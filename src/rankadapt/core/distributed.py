@@ -17,7 +17,7 @@ module adds only what DDP does not do for us:
 - **Checks that the processes agree** (:func:`assert_identical`): a 62-bit digest of the bytes of
   some tensors, compared with one ``all_reduce(MAX)`` of ``[d, -d]`` (max = −min ⇔ all equal). Used
   for rank decisions, RM-LoRA's random indices, the data order and the weights at every checkpoint;
-  a mismatch raises :class:`~rankadapt.errors.TrainingError` instead of training on silently diverged
+  a mismatch raises :class:`~rankadapt.core.errors.TrainingError` instead of training on silently diverged
   replicas.
 - **Rank 0 wins** (:func:`broadcast_`): after a rank decision every process takes rank 0's tensors,
   so float-level drift can never accumulate (docs/methods/README.md).
@@ -28,7 +28,7 @@ Everything is a no-op on a single process.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -140,103 +140,4 @@ def sum_over_processes(values: Sequence[float], device: torch.device | str | Non
 # Data: one epoch order, global batches, one slice per process
 # ==================================================================================================
 
-class EpochPermutation(torch.utils.data.Sampler):
-    """A random order of ``range(n)`` that depends only on (seed, epoch), on every process.
 
-    ``torch.utils.data.RandomSampler`` with a generator continues that generator from epoch to epoch,
-    so epoch e's order depends on the iterations before it; a run resumed in epoch e > 0, or by a
-    different number of processes, would then see another order. Epoch 0 equals RandomSampler's first
-    epoch with ``Generator().manual_seed(seed)``.
-    """
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
-
-
-def split_sizes(rows: int, parts: int) -> list[int]:
-    """Sizes of ``parts`` contiguous slices of ``rows`` examples, as even as possible, larger first."""
-    return [rows // parts + (1 if i < rows % parts else 0) for i in range(parts)]
-
-
-class GlobalBatchSampler(torch.utils.data.Sampler):
-    """Yields this process's slice of each global micro-batch of one epoch (a ``batch_sampler``).
-
-    Args:
-        order: a sampler whose iteration is the epoch's example order (``set_epoch`` is forwarded);
-            it must give the same order on every process.
-        batch_size: the global micro-batch, ``train.batch_size``.
-        num_processes, process_index: the world size and this process's index.
-
-    Every process yields ``len(self)`` = ⌈n / batch_size⌉ batches per epoch, whatever the world size, so
-    every process takes part in every gradient all-reduce. Global batch j holds positions
-    [j·B, (j+1)·B) of the order; process p gets its ``split_sizes`` slice. An empty slice (a last
-    batch smaller than the number of processes) is replaced by the batch's first example, to be
-    weighted 0 (see :meth:`shares`).
-    """
-
-    def __init__(self, order: torch.utils.data.Sampler, batch_size: int, num_processes: int = 1,
-                 process_index: int = 0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not 0 <= process_index < num_processes:
-            raise ValueError(f"process_index {process_index} is not in [0, {num_processes})")
-        self.order_source = order
-        self.batch_size = batch_size
-        self.num_processes = num_processes
-        self.process_index = process_index
-        self.num_examples = len(order)
-        self._skip = 0
-        self._order: list[int] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.order_source, "set_epoch"):
-            self.order_source.set_epoch(epoch)
-        self._order = None
-
-    def skip(self, batches: int) -> None:
-        """Start the next iteration at global batch ``batches`` (resuming mid-epoch)."""
-        if not 0 <= batches <= len(self):
-            raise ValueError(f"cannot skip {batches} of the {len(self)} batches of an epoch")
-        self._skip = batches
-
-    def epoch_order(self) -> list[int]:
-        """The epoch's full example order (the same on every process); computed once per epoch."""
-        if self._order is None:
-            self._order = list(self.order_source)
-        return self._order
-
-    def __len__(self) -> int:
-        return -(-self.num_examples // self.batch_size)
-
-    def global_rows(self, batch_index: int) -> int:
-        """Examples in global batch ``batch_index`` (B, or fewer for the last one)."""
-        return min(self.batch_size, self.num_examples - batch_index * self.batch_size)
-
-    def shares(self, batch_index: int) -> tuple[int, int]:
-        """(examples this process holds in global batch ``batch_index``, examples in that global batch).
-
-        A process's task loss is the mean over its slice; DDP averages gradients over the N processes.
-        Weighting the local mean by ``local · N / global`` makes that average the gradient of the mean
-        over the whole global batch, exactly as one process computes it, also for an uneven last
-        batch and for a stand-in example (local = 0).
-        """
-        total = self.global_rows(batch_index)
-        return split_sizes(total, self.num_processes)[self.process_index], total
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order, start, self._skip = self.epoch_order(), self._skip, 0
-        for j in range(start, len(self)):
-            batch = order[j * self.batch_size:(j + 1) * self.batch_size]
-            sizes = split_sizes(len(batch), self.num_processes)
-            begin = sum(sizes[:self.process_index])
-            mine = batch[begin:begin + sizes[self.process_index]]
-            yield mine if mine else batch[:1]

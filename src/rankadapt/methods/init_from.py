@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ..errors import ConfigError, ModelError
-from ..export import ADAPTER_CONFIG, ADAPTER_WEIGHTS, _PREFIX, _pattern_value
-from ..layer import AdapterLinear
-from ..model import AdaptedModel
+from ..core.errors import ConfigError, ModelError
+from ..core.layer import AdapterLinear
+from .adapting import AdaptedModel
+from .export import ADAPTER_CONFIG, ADAPTER_WEIGHTS, _PREFIX, _pattern_value
 
 LORALIB_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 

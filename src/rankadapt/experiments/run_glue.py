@@ -19,7 +19,7 @@ rankadapt overrides (``data.dir=../shared/data``).
 
 Flags that change nothing here (logging, saving, hub, tqdm ...) are accepted with a printed note;
 flags that cannot apply (another tokenizer, SoRA's λ schedule, an unknown flag) are a
-:class:`~rankadapt.errors.ConfigError` that says why.
+:class:`~rankadapt.core.errors.ConfigError` that says why.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import METHOD_KEYS, RunConfig, _deep_merge, build_config, parse_overrides
-from ..data.tasks import TASKS
-from ..errors import ConfigError
+from ..core.config import METHOD_KEYS, RunConfig, _deep_merge, build_config, parse_overrides
+from ..core.errors import ConfigError
+from ..tasks.text_classification.specs import TASKS
 
 # What the official scripts do when a flag is absent (transformers' TrainingArguments defaults), so a
 # pasted command runs with the same settings, not with rankadapt's own defaults.
@@ -323,9 +323,9 @@ def _action(given: dict[str, Any], flags: dict[str, bool | None], method: str, n
 def run_glue_command(command: GlueCommand) -> dict[str, Any]:
     """Do what the command asks; returns results.json's record (train, eval) or the metrics (loralib)."""
     if command.action == "eval-loralib":
-        from .loralib import evaluate_loralib
+        from ..recipes.evaluate import evaluate_loralib
 
         return evaluate_loralib(command.config, command.lora_path)
-    from ..train import train
+    from ..recipes.finetune import train
 
     return train(command.config)

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import TrainingError
-from .ownership import crash_point
+from ..core.errors import TrainingError
+from ..core.ownership import crash_point
 
 METRICS_FILE = "metrics.jsonl"
 

@@ -6,13 +6,15 @@ Typical use::
     train = encode(data.train, tokenizer, config.data.max_length, config.data.cache_dir, "my-key")
 """
 
-from .encoding import EncodedDataset, LengthGroupedSampler, PaddingCollator, encode, tokenize
+from .encoding import (EncodedDataset, PaddingCollator, encode, encode_eval_splits, encode_splits, text_collator,
+                       tokenize)
 from .loading import (Examples, RawTable, TaskData, carve_validation, limit, load_task_data, read_table,
                       resolve_data_dir, sample_indices)
-from .tasks import GLUE_TASKS, TASKS, TaskSpec, custom_task, get_task, known_task_names
+from .specs import GLUE_TASKS, TASKS, TaskSpec, custom_task, get_task, known_task_names
 
 __all__ = [
-    "EncodedDataset", "Examples", "GLUE_TASKS", "LengthGroupedSampler", "PaddingCollator", "RawTable", "TASKS",
+    "EncodedDataset", "Examples", "GLUE_TASKS", "PaddingCollator", "RawTable", "TASKS",
     "TaskData", "TaskSpec", "carve_validation", "custom_task", "encode", "get_task", "known_task_names", "limit",
-    "load_task_data", "read_table", "resolve_data_dir", "sample_indices", "tokenize",
+    "load_task_data", "read_table", "resolve_data_dir", "sample_indices", "tokenize", "encode_eval_splits",
+    "encode_splits", "text_collator",
 ]

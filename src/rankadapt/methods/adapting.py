@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import MODULE_NAMES, MethodConfig
-from .errors import ModelError
-from .layer import AdapterLinear, LayerReport
-from .methods import Adapters, MethodPolicy, build_policy
-from .targets import find_targets, head_module_names
+from ..core.config import MODULE_NAMES, MethodConfig
+from ..core.errors import ModelError
+from ..core.layer import AdapterLinear, LayerReport
+from ..core.targets import find_targets, head_module_names
+from . import Adapters, MethodPolicy, build_policy
 
 
 @dataclass

@@ -56,7 +56,7 @@ class AdapterLinear(nn.Module):
         capacity: R, the number of rank slots (``lora_r``, or ``max_rank`` for ElaLoRA).
         scale: s, constant for the whole run (``lora_alpha / lora_r``).
         dropout: dropout probability on the adapter's input (the trainer swaps the ``nn.Dropout`` for
-            :class:`rankadapt.dropout.FastDropout` in CPU training; its 1 / (1 - p) is then folded
+            :class:`rankadapt.core.dropout.FastDropout` in CPU training; its 1 / (1 - p) is then folded
             into the (N x R) rank product).
         gate_trainable: whether g is a trainable Parameter (AdaLoRA, ElaLoRA, SoRA) or a fixed
             buffer of ones (LoRA, RM-LoRA).

@@ -15,12 +15,14 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from .loading import Examples
+from ...core.config import RunConfig
+from .loading import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def encode(examples: Examples, tokenizer, max_length: int, cache_dir: str | Path
 
 def tokenize(examples: Examples, tokenizer, max_length: int, progress: str | None = None) -> EncodedDataset:
     """One batched tokenizer call per chunk; truncation only (padding is per batch, later)."""
-    from ..progress import bar
+    from ...core.progress import bar
 
     ids, types, lengths = [], [], []
     with_types = True
@@ -213,42 +215,28 @@ class PaddingCollator:
         return out
 
 
-class LengthGroupedSampler(torch.utils.data.Sampler):
-    """Random order with batches of similar length (as transformers' ``LengthGroupedSampler``).
+def encode_splits(config: RunConfig, data: TaskData, tokenizer, show_progress: bool = False
+                  ) -> tuple[EncodedDataset, dict[str, EncodedDataset]]:
+    key = f"{config.model.name}|{data.task.name}"
 
-    Each epoch: a permutation seeded by ``seed + epoch``, cut into mega-batches of
-    ``batch_size * mega_batch_mult`` indices, each sorted by length, longest first; the longest
-    example overall goes first so that an out-of-memory error shows at the first step. Every index
-    appears exactly once per epoch, and the order depends only on (lengths, seed, epoch).
+    def encoded(split, name: str) -> EncodedDataset:
+        label = f"tokenising {name}" if show_progress and config.train.progress else None
+        return encode(split, tokenizer, config.data.max_length, config.data.cache_dir, f"{key}|{name}", label)
 
-    ``mega_batch_mult=None`` picks ``min(50, len // (4 * batch_size))`` (at least 1), as transformers
-    does, so that a small dataset still has several mega-batches and its batches change every epoch.
-    """
+    return encoded(data.train, "train"), encode_eval_splits(config, data, tokenizer, show_progress)
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, mega_batch_mult: int | None = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.mega_batch_mult = mega_batch_mult or max(1, min(50, len(self.lengths) // (4 * batch_size)))
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+def encode_eval_splits(config: RunConfig, data: TaskData, tokenizer, show_progress: bool = False
+                       ) -> dict[str, EncodedDataset]:
+    """The eval splits alone (``rankadapt eval`` has no use for the training split)."""
+    key = f"{config.model.name}|{data.task.name}"
+    show = show_progress and config.train.progress
+    return {name: encode(split, tokenizer, config.data.max_length, config.data.cache_dir, f"{key}|{name}",
+                         f"tokenising {name}" if show else None)
+            for name, split in data.eval_splits.items()}
 
-    def __len__(self) -> int:
-        return len(self.lengths)
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order())
-
-    def order(self) -> list[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        indices = torch.randperm(len(self.lengths), generator=generator).tolist()
-        size = self.batch_size * self.mega_batch_mult
-        megas = [sorted(indices[i: i + size], key=lambda j: -self.lengths[j]) for i in range(0, len(indices), size)]
-        if megas:
-            longest = max(range(len(megas)), key=lambda m: self.lengths[megas[m][0]])
-            megas[0][0], megas[longest][0] = megas[longest][0], megas[0][0]
-        return [i for mega in megas for i in mega]
+def text_collator(config: RunConfig, tokenizer) -> PaddingCollator:
+    """Batches padded to their longest example, or to ``data.max_length`` with ``data.padding=max_length``."""
+    fixed = config.data.max_length if config.data.padding == "max_length" else None
+    return PaddingCollator(tokenizer.pad_token_id or 0, pad_to_length=fixed)

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig, build_config, parse_overrides, read_yaml, _deep_merge
-from .data import get_task
-from .errors import ConfigError, ModelError
-from .export import ADAPTER_CONFIG, RANKADAPT_META, load_peft_adapter
-from .model import AdaptedModel, prepare_model
-from .models import load_model, load_tokenizer
+from ..core.config import RunConfig, build_config, parse_overrides, read_yaml, _deep_merge
+from ..core.errors import ConfigError, ModelError
+from ..core.models import load_model, load_tokenizer
+from ..methods.adapting import AdaptedModel, prepare_model
+from ..methods.export import ADAPTER_CONFIG, RANKADAPT_META, load_peft_adapter
+from ..tasks.text_classification import get_task
 
 
 @dataclass
@@ -159,7 +159,7 @@ def split_pairs(inputs: list[str], settings: PredictionSettings) -> tuple[list[s
 def predict_texts(trained: Trained, texts: list[str], pairs: list[str] | None = None,
                   max_length: int = 128, batch_size: int = 32, show_progress: bool = False) -> list[dict[str, Any]]:
     """Label and probability (or score, for regression) of each text."""
-    from .progress import bar
+    from ..core.progress import bar
 
     out = []
     device = next(trained.model.parameters()).device

@@ -48,8 +48,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
-from .errors import ConfigError
+from ...core.config import TrainConfig
+from ...core.errors import ConfigError
 
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 

@@ -44,9 +44,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ..config import DATA_DIR_ENV, DataConfig
-from ..errors import DataError
-from .tasks import CUSTOM, TaskSpec, custom_task, get_task
+from ...core.config import DATA_DIR_ENV, DataConfig
+from ...core.errors import DataError
+from .specs import CUSTOM, TaskSpec, custom_task, get_task
 
 log = logging.getLogger(__name__)
 

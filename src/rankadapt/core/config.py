@@ -6,7 +6,7 @@ so that their users recognise them: ``lora_r``, ``target_rank``, ``init_warmup``
 ``random_rank`` ...
 
 Validation is pydantic's (``extra="forbid"`` rejects unknown keys); :func:`load_config` turns its
-errors into one :class:`~rankadapt.errors.ConfigError` whose lines name the key and the fix.
+errors into one :class:`~rankadapt.core.errors.ConfigError` whose lines name the key and the fix.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name: str = DEFAULT_MODEL
-    """Hub id, local directory, or an id an installed package carries (see ``rankadapt.models``)."""
+    """Hub id, local directory, or an id an installed package carries (see ``rankadapt.core.models``)."""
     cls_dropout: float | None = Field(None, ge=0.0, lt=1.0)
     """Dropout before the classifier; ``None`` keeps the model's own (ElaLoRA uses 0.15)."""
 
@@ -216,7 +216,7 @@ class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     fast_dropout: bool = True
     """CPU training draws dropout masks from 16-bit random integers, under a quarter of torch's cost (p rounded
-    to a multiple of 1/65536; see ``rankadapt.dropout``). No effect on GPU or in evaluation."""
+    to a multiple of 1/65536; see ``rankadapt.core.dropout``). No effect on GPU or in evaluation."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding, same examples per epoch)."""
     num_workers: int = Field(0, ge=0)
@@ -224,7 +224,7 @@ class TrainConfig(_Section):
     progress: bool = True
     threads: int | None = Field(None, gt=0)
     """torch CPU threads (default: torch's choice)."""
-    # --- consistency training (rankadapt.augment; microsoft/LoRA's mnli.cutoff.sh / mnli.rdrop.sh) ---
+    # --- consistency training (rankadapt.tasks.text_classification.augment; microsoft/LoRA's mnli.cutoff.sh / mnli.rdrop.sh) ---
     aug_type: Literal["token_cutoff", "span_cutoff", "dim_cutoff"] | None = None
     """Cutoff (Shen et al. 2020): also train on a view with part of the input embeddings zeroed."""
     aug_cutoff_ratio: float = Field(0.1, gt=0.0, lt=1.0)
@@ -265,7 +265,7 @@ class RunConfig(_Section):
     init_from: str | None = None
     """Start the adapters (and the head, when its shape fits) from another run's adapter: a run
     directory, an adapter directory or a loralib checkpoint, e.g. MNLI → MRPC as in the source
-    repositories. Ranks are padded or truncated (see ``rankadapt.experiments.init_from``)."""
+    repositories. Ranks are padded or truncated (see ``rankadapt.methods.init_from``)."""
 
     def resolved_output_dir(self) -> Path:
         model = self.model.name.rstrip("/").split("/")[-1]

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from ..core.errors import ConfigError
 
 SAFE_ON_RESUME = frozenset({
     "train.eval_strategy", "train.eval_steps", "train.logging_steps", "train.eval_batch_size", "train.num_workers",

@@ -13,7 +13,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .config import ModelConfig
+from .config import ModelConfig, RunConfig
 from .errors import ModelError
 
 # Hub id (and its short name) -> (package, subdirectory holding config.json and weights).
@@ -134,3 +134,12 @@ def fitted_max_length(config, max_length: int, setting: str, explicit: bool = Tr
         return longest
     raise ModelError(f"{setting}={max_length} exceeds the {longest} positions this model has "
                      f"({config.model_type}); use {setting}={longest} or less")
+
+
+def fit_max_length(config: RunConfig, model_config) -> RunConfig:
+    """data.max_length within the model's positions: refused if set so, lowered if left at its default."""
+    explicit = "max_length" in config.data.model_fields_set
+    fitted = fitted_max_length(model_config, config.data.max_length, "data.max_length", explicit)
+    if fitted == config.data.max_length:
+        return config
+    return config.model_copy(update={"data": config.data.model_copy(update={"max_length": fitted})})
