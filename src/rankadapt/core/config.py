@@ -17,41 +17,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 
 MODULE_NAMES = ("query", "key", "value", "attention.output", "intermediate", "layer.output")
-METHOD_NAMES = ("none", "head", "full", "lora", "adalora", "elalora", "sora", "rmlora")
-ADAPTER_METHODS = ("lora", "adalora", "elalora", "sora", "rmlora")
-RANK_ADAPTIVE_METHODS = ("adalora", "elalora", "sora")
-
-# Which method hyperparameters each method reads. A key set for a method that ignores it is an
-# error, so that a typo in a sweep (target_rank on a LoRA run) cannot silently change nothing.
-_SHARED_ADAPTER_KEYS = {"lora_r", "lora_alpha", "lora_dropout", "lora_module", "target_modules", "budget"}
-_ALLOCATION_KEYS = {"target_rank", "target_total_rank", "init_warmup", "final_warmup", "mask_interval",
-                    "beta1", "beta2", "reg_orth_coef"}
-METHOD_KEYS: dict[str, set[str]] = {
-    "none": set(),
-    "head": set(),
-    "full": set(),
-    "lora": _SHARED_ADAPTER_KEYS,
-    "adalora": _SHARED_ADAPTER_KEYS | _ALLOCATION_KEYS,
-    # ElaLoRA conserves the initial total rank (docs/methods/elalora.md): no final-rank target.
-    "elalora": _SHARED_ADAPTER_KEYS | (_ALLOCATION_KEYS - {"target_rank", "target_total_rank"})
-    | {"b", "k", "enable_scheduler", "max_rank"},
-    "sora": _SHARED_ADAPTER_KEYS | {"sparse_lambda", "sparse_lambda_2", "prox_threshold", "gate_init"},
-    "rmlora": _SHARED_ADAPTER_KEYS | {"random_rank", "lora_type", "reg_orth_coef"},
-}
-# Keys every method accepts (they are not method hyperparameters).
-_ALWAYS_ALLOWED = {"name", "modules_to_save"}
-
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DATA_DIR_ENV = "RANKADAPT_DATA_DIR"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 class ModelConfig(_Section):
@@ -73,8 +50,11 @@ class DataConfig(_Section):
     eval_file: str | None = None
     """A CSV/TSV/JSONL file to evaluate on instead of the task's own validation split."""
     text_column: str | None = None
+    """Column holding the text (default: the task's own name for it, ``text`` for custom files)."""
     text_pair_column: str | None = None
+    """Column holding the second text of a pair task (default: the task's own; none for custom files)."""
     label_column: str | None = None
+    """Column holding the label (default: the task's own name for it, ``label`` for custom files)."""
     label_names: list[str] | None = None
     """Label vocabulary for ``custom`` files; index i is class i. Inferred (sorted) when omitted."""
     train_limit: int | None = Field(None, gt=0)
@@ -86,6 +66,7 @@ class DataConfig(_Section):
     split_seed: int = Field(1234, ge=0, lt=2**32)
     """Seed of the held-out split and the subsets; fixed so every run sees the same examples."""
     max_length: int = 128
+    """Tokens per example after truncation (at least 8; lowered to the model's positions when left at 128)."""
     padding: Literal["longest", "max_length"] = "longest"
     """Pad each batch to its longest example (dynamic padding), or every batch to ``max_length``
     (fixed shapes, as ``tokenizer(padding="max_length")`` gives; slower, for comparison or for
@@ -102,129 +83,133 @@ class DataConfig(_Section):
         return self
 
 
-class MethodConfig(_Section):
-    name: Literal["none", "head", "full", "lora", "adalora", "elalora", "sora", "rmlora"] = "lora"
-    # --- shared by every adapter method (loralib names) ---
-    lora_r: int = Field(8, gt=0)
-    """Rank (LoRA, SoRA, RM-LoRA) or initial rank (AdaLoRA, ElaLoRA) of every adapted matrix."""
-    lora_alpha: float = Field(16.0, gt=0.0)
-    """Scale numerator: s = lora_alpha / lora_r, constant for the whole run."""
-    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    lora_module: list[str] = Field(default_factory=lambda: ["query", "value"])
-    """Which encoder linear maps to adapt, by the source repositories' names: query, key, value,
-    attention.output, intermediate, layer.output."""
-    target_modules: list[str] | None = None
-    """Regular expressions over full module names, for architectures rankadapt has no map for.
-    Replaces ``lora_module`` when given."""
+class MethodSettings(_Section):
+    """The ``method:`` section: the base of every method's settings.
+
+    Each method module defines a subclass holding its own keys (fields, defaults, docstrings,
+    checks; see :class:`rankadapt.methods.settings.AdapterSettings` for the keys every adapter method
+    shares) and registers it with :func:`rankadapt.methods.register_method`. ``RunConfig.method`` is
+    then the union of the registered settings, told apart by ``name``: a key the chosen method does
+    not read is rejected with the names of the methods that do.
+    """
+
+    name: str
+    """The method: one registered with ``rankadapt.methods.register_method`` (none, head, full, lora,
+    adalora, elalora, sora, rmlora, or your own)."""
     modules_to_save: list[str] | None = None
     """Modules trained in full and saved with the adapter; default: the classification head."""
-    budget: int | None = Field(None, gt=0)
-    """Target number of final adapter parameters; sets the rank settings to match (sweeps)."""
-    # --- AdaLoRA / ElaLoRA ---
-    target_rank: int | None = Field(None, gt=0)
-    """Average final rank per matrix; the final budget is target_rank x number of matrices."""
-    target_total_rank: int | None = Field(None, gt=0)
-    """Final total rank over all matrices (overrides target_rank)."""
-    init_warmup: int | None = Field(None, ge=0)
-    """t_i: optimizer steps before any rank change (default 10% of the total steps)."""
-    final_warmup: int | None = Field(None, ge=0)
-    """t_f: last optimizer steps with the rank pattern frozen (default 30% of the total steps)."""
-    mask_interval: int = Field(10, gt=0)
-    """Steps between two budget/masking (AdaLoRA) or prune-and-grow (ElaLoRA) decisions."""
-    beta1: float = Field(0.85, gt=0.0, lt=1.0)
-    beta2: float = Field(0.85, gt=0.0, lt=1.0)
-    reg_orth_coef: float = Field(0.1, ge=0.0)
-    """gamma, weight of the orthogonal regulariser (AdaLoRA, ElaLoRA, RM-LoRA): gamma times the sum of the
-    A and B terms over 2 x matrices, as the official code and PEFT's orth_reg_weight."""
-    # --- ElaLoRA ---
-    b: int = Field(4, gt=0)
-    """Ranks moved per round."""
-    k: int = Field(2, gt=0)
-    """Most ranks one matrix gains or loses per round."""
-    enable_scheduler: bool = True
-    """Shrink the round size as b_t = round(b (1 - p^3))."""
-    max_rank: int | None = Field(None, gt=0)
-    """Slots preallocated per matrix (default 2 x lora_r)."""
-    # --- SoRA ---
-    sparse_lambda: float = Field(0.0, ge=0.0)
-    """Weight of an optional L1 term on the gates in the loss: sparse_lambda x mean |g| over every gate
-    entry (the official code's sum divided by the number of gate entries)."""
-    sparse_lambda_2: float = Field(1e-3, ge=0.0)
-    """xi, the proximal threshold: g <- sign(g) max(|g| - tau, 0) after every optimizer step, with
-    tau = xi (``prox_threshold: xi``, the official code) or lr x xi (``lr_xi``, the paper's reading)."""
-    prox_threshold: Literal["xi", "lr_xi"] = "xi"
-    """SoRA's per-step threshold tau: xi itself, as the official SparseAdamW (default), or the current
-    learning rate times xi, as the paper's proximal-gradient update writes it."""
-    gate_init: Literal["normal", "ones"] = "normal"
-    # --- RM-LoRA ---
-    random_rank: int = Field(2, gt=0)
-    """Rank directions of each adapter that receive gradient at a step."""
-    lora_type: Literal["v1", "v2"] = "v1"
-    """v1: same random indices for A's rows and B's columns; v2: independent ones."""
 
-    @model_validator(mode="after")
-    def _check(self) -> MethodConfig:
-        unused = sorted(k for k in self.model_fields_set - _ALWAYS_ALLOWED - METHOD_KEYS[self.name])
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_other_methods(cls, values: Any) -> Any:
+        """A key this method does not read is an error that names the methods reading it, so that a
+        typo in a sweep (target_rank on a LoRA run) cannot silently change nothing."""
+        if not isinstance(values, dict):
+            return values
+        unused = sorted(set(values) - set(cls.model_fields))
         if unused:
-            users = {k: [m for m, keys in METHOD_KEYS.items() if k in keys] for k in unused}
+            name = values.get("name", cls.model_fields["name"].default)
+            users = {k: [m for m, settings in _METHOD_SETTINGS.items() if k in settings.model_fields] for k in unused}
             hints = "; ".join(f"method.{k} is read by {', '.join(v) or 'no method'}" for k, v in users.items())
-            raise ValueError(f"method.name={self.name} does not use {', '.join(unused)} ({hints}); remove them")
-        for name in self.lora_module:
-            if name not in MODULE_NAMES:
-                close = difflib.get_close_matches(name, MODULE_NAMES, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"method.lora_module: unknown module name {name!r}{hint}; choose from {', '.join(MODULE_NAMES)}")
-        if self.name == "rmlora" and self.random_rank > self.lora_r:
-            raise ValueError(f"method.random_rank={self.random_rank} exceeds method.lora_r={self.lora_r}; lower random_rank")
-        if self.name == "adalora" and self.target_rank and self.target_rank > self.lora_r:
-            raise ValueError(f"method.target_rank={self.target_rank} exceeds the initial rank method.lora_r={self.lora_r}; "
-                             "AdaLoRA only removes ranks")
-        if self.name == "elalora" and self.max_rank is not None and self.max_rank < self.lora_r:
-            raise ValueError(f"method.max_rank={self.max_rank} is below method.lora_r={self.lora_r}; raise max_rank")
-        return self
+            raise ValueError(f"method.name={name} does not use {', '.join(unused)} ({hints}); remove them")
+        return values
 
     @property
     def is_adapter(self) -> bool:
-        return self.name in ADAPTER_METHODS
+        """True for methods that inject adapters (their settings derive from AdapterSettings)."""
+        return False
+
+
+_METHOD_SETTINGS: dict[str, type[MethodSettings]] = {}
+"""Registered settings by method name, in registration order (filled by ``register_method``)."""
+DEFAULT_METHOD = "lora"
+
+
+def register_method_settings(name: str, settings: type[MethodSettings]) -> None:
+    """Make ``method.name: <name>`` validate with ``settings`` (called by ``register_method``)."""
+    if not (isinstance(settings, type) and issubclass(settings, MethodSettings)):
+        raise TypeError(f"the settings of method {name!r} must subclass rankadapt.core.config.MethodSettings")
+    _METHOD_SETTINGS[name] = settings
+
+
+def method_names() -> list[str]:
+    """Registered methods, in registration order."""
+    return list(_METHOD_SETTINGS)
+
+
+def method_keys(name: str) -> set[str]:
+    """The hyperparameters method ``name`` reads (not ``name`` and ``modules_to_save``); empty if unknown."""
+    settings = _METHOD_SETTINGS.get(name)
+    return set(settings.model_fields) - {"name", "modules_to_save"} if settings else set()
+
+
+def settings_class(name: Any) -> type[MethodSettings]:
+    if name not in _METHOD_SETTINGS:
+        choices = ", ".join(repr(m) for m in _METHOD_SETTINGS)
+        raise ValueError(f"method.name: Input should be one of {choices} (got {name!r}); a method of your own "
+                         "is registered with rankadapt.methods.register_method")
+    return _METHOD_SETTINGS[name]
+
+
+def MethodConfig(**values: Any) -> MethodSettings:  # noqa: N802  (reads as the class it builds)
+    """The validated settings of method ``values["name"]`` (default lora), e.g.
+    ``MethodConfig(name="adalora", lora_r=6, target_rank=4)``; raises pydantic's ValidationError."""
+    return settings_class(values.get("name", DEFAULT_METHOD)).model_validate(values)
 
 
 class TrainConfig(_Section):
     epochs: float = Field(3.0, gt=0.0)
+    """Passes over the training split (fractions allowed); ``max_steps`` overrides it."""
     max_steps: int | None = Field(None, gt=0)
     """Optimizer steps; overrides epochs when set."""
     batch_size: int = Field(32, gt=0)
     """Global batch per optimizer step = batch_size x grad_accum (batch_size is split over processes)."""
     eval_batch_size: int | None = Field(None, gt=0)
+    """Examples per evaluation batch (default 2 x batch_size)."""
     learning_rate: float = Field(5e-4, gt=0.0)
+    """Peak learning rate of AdamW (after warmup, then linear decay to 0)."""
     weight_decay: float = Field(0.01, ge=0.0)
+    """AdamW's decoupled weight decay; biases, LayerNorm weights and gates are exempt."""
     warmup_steps: int = Field(0, ge=0)
+    """Optimizer steps of linear warmup from 0 to learning_rate."""
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     """Warmup as a fraction of the total steps, used when warmup_steps is 0."""
     max_grad_norm: float | None = Field(1.0, gt=0.0)
+    """Clip the global gradient norm to this value before each optimizer step; null = no clipping."""
     grad_accum: int = Field(1, gt=0)
+    """Micro-batches accumulated per optimizer step."""
     seed: int = Field(42, ge=0, lt=2**32)
     """Seeds Python, NumPy and torch; NumPy takes 0 .. 2**32 - 1."""
     eval_strategy: Literal["steps", "epoch", "no"] = "epoch"
+    """When to evaluate during training: every eval_steps steps, at each epoch end, or only after the last step."""
     eval_steps: int = Field(500, gt=0)
+    """Optimizer steps between two evaluations (eval_strategy=steps); each writes checkpoint/."""
     logging_steps: int = Field(20, gt=0)
+    """Optimizer steps between two ``train`` records (mean loss, lr) in metrics.jsonl."""
     metric_for_best: str | None = None
     """Eval metric that picks the best model (default: the task's main metric)."""
     export: Literal["best", "last"] = "best"
     """Which model ``adapter/`` holds."""
     resume: bool = False
+    """Continue the run in output_dir from its checkpoint/ (same settings; a longer schedule is allowed)."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast the forward pass to bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: a visible GPU when there is one (auto), or force cpu / cuda."""
     fast_dropout: bool = True
     """CPU training draws dropout masks from 16-bit random integers, under a quarter of torch's cost (p rounded
     to a multiple of 1/65536; see ``rankadapt.core.dropout``). No effect on GPU or in evaluation."""
     group_by_length: bool = True
     """Batch examples of similar length together (less padding, same examples per epoch)."""
     num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes for the training split (0 = in the main process)."""
     tensorboard: bool = True
+    """Also write TensorBoard event files under output_dir/tensorboard/."""
     progress: bool = True
+    """Show progress bars on stderr (main process only)."""
     threads: int | None = Field(None, gt=0)
     """torch CPU threads (default: torch's choice)."""
-    # --- consistency training (rankadapt.tasks.text_classification.augment; microsoft/LoRA's mnli.cutoff.sh / mnli.rdrop.sh) ---
+    # --- consistency training (tasks.text_classification.augment; microsoft/LoRA's mnli.cutoff/rdrop.sh) ---
     aug_type: Literal["token_cutoff", "span_cutoff", "dim_cutoff"] | None = None
     """Cutoff (Shen et al. 2020): also train on a view with part of the input embeddings zeroed."""
     aug_cutoff_ratio: float = Field(0.1, gt=0.0, lt=1.0)
@@ -257,9 +242,13 @@ class TrainConfig(_Section):
 
 class RunConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
+    """The base model."""
     data: DataConfig = Field(default_factory=DataConfig)
-    method: MethodConfig = Field(default_factory=MethodConfig)
+    """The task and its data."""
+    method: SerializeAsAny[MethodSettings] = Field(default_factory=MethodConfig)
+    """The method and its hyperparameters (``rankadapt config show --help-keys method.name=X`` lists them)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
+    """The optimizer, the schedule, evaluation, checkpoints and the device."""
     output_dir: str = "runs/{task}-{method}-seed{seed}"
     """Run directory; ``{task}``, ``{method}``, ``{seed}`` and ``{model}`` are filled in."""
     init_from: str | None = None
@@ -267,17 +256,22 @@ class RunConfig(_Section):
     directory, an adapter directory or a loralib checkpoint, e.g. MNLI → MRPC as in the source
     repositories. Ranks are padded or truncated (see ``rankadapt.methods.init_from``)."""
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_settings(cls, value: Any) -> Any:
+        """A mapping becomes the registered settings of its ``name`` (a union told apart by name)."""
+        if isinstance(value, dict):
+            return settings_class(value.get("name", DEFAULT_METHOD)).model_validate(value)
+        return value
+
     def resolved_output_dir(self) -> Path:
         model = self.model.name.rstrip("/").split("/")[-1]
         return Path(self.output_dir.format(task=self.data.task, method=self.method.name,
                                            seed=self.train.seed, model=model))
 
     def to_yaml(self) -> str:
-        """The resolved config as YAML that loads back: method keys the method does not read are left out."""
-        data = self.model_dump(mode="json")
-        used = METHOD_KEYS[self.method.name] | _ALWAYS_ALLOWED
-        data["method"] = {k: v for k, v in data["method"].items() if k in used}
-        return yaml.safe_dump(data, sort_keys=False)
+        """The resolved config as YAML that loads back (the method section holds its own keys only)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,8 +29,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.config import METHOD_KEYS, RunConfig, _deep_merge, build_config, parse_overrides
+from ..core.config import RunConfig, _deep_merge, build_config, parse_overrides
 from ..core.errors import ConfigError
+from ..methods import policy_class, registered_policies
 from ..tasks.text_classification.specs import TASKS
 
 # What the official scripts do when a flag is absent (transformers' TrainingArguments defaults), so a
@@ -39,21 +40,15 @@ HF_TRAINING_DEFAULTS = {"learning_rate": 5e-5, "batch_size": 8, "weight_decay": 
                         "eval_strategy": "no", "logging_steps": 500, "seed": 42, "max_grad_norm": 1.0}
 TASK_ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "mnli-mm": "mnli", "mnli_matched": "mnli"}
 
-# flag: (type, rankadapt key). Method keys are checked against the selected method.
+# flag: (type, rankadapt key). A method's own flags come from its module (policy.glue_flags) and are checked
+# against the method the flags select.
 _VALUES: dict[str, tuple[type, str]] = {
     "model_name_or_path": (str, "model.name"), "cls_dropout": (float, "model.cls_dropout"),
     "max_seq_length": (int, "data.max_length"), "max_train_samples": (int, "data.train_limit"),
     "max_eval_samples": (int, "data.eval_limit"), "train_file": (str, "data.train_file"),
     "validation_file": (str, "data.eval_file"), "data_dir": (str, "data.dir"),
-    "lora_r": (int, "method.lora_r"), "lora_alpha": (float, "method.lora_alpha"),
-    "lora_dropout": (float, "method.lora_dropout"), "target_rank": (int, "method.target_rank"),
-    "target_total_rank": (int, "method.target_total_rank"), "init_warmup": (int, "method.init_warmup"),
-    "final_warmup": (int, "method.final_warmup"), "mask_interval": (int, "method.mask_interval"),
-    "beta1": (float, "method.beta1"), "beta2": (float, "method.beta2"),
-    "reg_orth_coef": (float, "method.reg_orth_coef"), "b": (int, "method.b"), "k": (int, "method.k"),
-    "sparse_lambda": (float, "method.sparse_lambda"), "sparse_lambda_2": (float, "method.sparse_lambda_2"),
-    "random_rank": (int, "method.random_rank"),
-    "per_device_train_batch_size": (int, "train.batch_size"), "per_device_eval_batch_size": (int, "train.eval_batch_size"),
+    "per_device_train_batch_size": (int, "train.batch_size"),
+    "per_device_eval_batch_size": (int, "train.eval_batch_size"),
     "gradient_accumulation_steps": (int, "train.grad_accum"), "learning_rate": (float, "train.learning_rate"),
     "num_train_epochs": (float, "train.epochs"), "max_steps": (int, "train.max_steps"),
     "warmup_steps": (int, "train.warmup_steps"), "warmup_ratio": (float, "train.warmup_ratio"),
@@ -69,7 +64,7 @@ _SPECIAL_VALUES = ("task_name", "dataset_name", "lora_module", "lora_type", "lor
                    "root_output_dir", "tokenizer_name", "config_name", "sparse_lr", "lambda_schedule", "max_lambda",
                    "lambda_num", "resume_from_checkpoint", "aug_type")
 _BOOLS = ("do_train", "do_eval", "do_predict", "apply_lora", "apply_adalora", "apply_elalora", "train_sparse",
-          "enable_scheduler", "do_aug", "fp16", "bf16", "no_cuda", "load_best_model_at_end", "pad_to_max_length")
+          "do_aug", "fp16", "bf16", "no_cuda", "load_best_model_at_end", "pad_to_max_length")
 _IGNORED = {
     "logging_dir": "logs go to OUTPUT_DIR/metrics.jsonl and tensorboard/",
     "logging_strategy": "train.logging_steps sets the logging interval", "logging_first_step": "",
@@ -94,13 +89,42 @@ class GlueCommand:
     notes: list[str] = field(default_factory=list)
 
 
+def method_flags() -> dict[str, tuple[type, list[str]]]:
+    """The registered methods' run_glue.py flags: flag -> (type, methods that read it)."""
+    flags: dict[str, tuple[type, list[str]]] = {}
+    for name, policy in registered_policies().items():
+        for flag in policy.glue_flags:
+            flags.setdefault(flag, (_flag_type(policy.settings.model_fields[flag].annotation), []))[1].append(name)
+    return flags
+
+
+def _flag_type(annotation: Any) -> type:
+    """int, float or bool of a settings field (``int | None`` is int)."""
+    for kind in (bool, int, float):
+        if annotation is kind or kind in getattr(annotation, "__args__", ()):
+            return kind
+    return str
+
+
+def _selector_flags() -> list[str]:
+    """Boolean flags that select a registered method and are not among the official ones above
+    (a method of your own: ``glue_selectors = ("apply_mine",)``)."""
+    known = set(_BOOLS) | set(_VALUES) | set(_SPECIAL_VALUES) | set(method_flags())
+    return [flag for policy in registered_policies().values() for flag in policy.glue_selectors if flag not in known]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rankadapt run-glue", add_help=False, allow_abbrev=True)
     for flag, (kind, _) in _VALUES.items():
         parser.add_argument(f"--{flag}", type=kind, default=None)
+    for flag, (kind, _) in method_flags().items():
+        if kind is bool:
+            parser.add_argument(f"--{flag}", nargs="?", const="true", default=None)
+        else:
+            parser.add_argument(f"--{flag}", type=kind, default=None)
     for flag in _SPECIAL_VALUES:
         parser.add_argument(f"--{flag}", default=None)
-    for flag in _BOOLS:
+    for flag in (*_BOOLS, *_selector_flags()):
         parser.add_argument(f"--{flag}", nargs="?", const="true", default=None)
     for flag in _IGNORED:
         parser.add_argument(f"--{flag}", nargs="?", const="true", default=None)
@@ -145,15 +169,18 @@ def parse_glue_args(argv: list[str]) -> GlueCommand:
     given = {k: v for k, v in vars(ns).items() if v is not None}
     if "model_name_or_path" not in given:
         raise ConfigError("run-glue needs --model_name_or_path (as the official scripts do)")
-    flags = {k: _bool(v, k) for k, v in given.items() if k in _BOOLS}
+    own = method_flags()
+    booleans = {*_BOOLS, *_selector_flags(), *(flag for flag, (kind, _) in own.items() if kind is bool)}
+    flags = {k: _bool(v, k) for k, v in given.items() if k in booleans}
     method = _select_method(given, flags)
     tree: dict[str, Any] = {"train": dict(HF_TRAINING_DEFAULTS)}
-    if method == "elalora":
-        _drop_final_rank_flags(given, notes)
+    _drop_ignored_flags(given, method, notes)
     for flag, value in given.items():
         if flag in _VALUES:
             _set(tree, _VALUES[flag][1], _value(flag, value))
-    _check_method_flags(given, method)
+        elif flag in own:
+            _set(tree, f"method.{flag}", flags[flag] if flag in flags else value)
+    _check_method_flags(given, method, own)
     tree = _deep_merge(tree, _special(given, flags, method, notes))
     for flag in sorted(set(given) & set(_IGNORED)):
         notes.append(f"--{flag} is ignored" + (f": {_IGNORED[flag]}" if _IGNORED[flag] else ""))
@@ -193,41 +220,36 @@ def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _select_method(given: dict[str, Any], flags: dict[str, bool | None]) -> str:
+    """The method the flags ask for: each method module says which flags select it (policy.glue_selectors,
+    policy.selected_by_glue); plain LoRA's --apply_lora only counts when no other method is selected."""
     lora_type = given.get("lora_type")
     if lora_type is not None and lora_type not in ("svd", "v1", "v2"):
         raise ConfigError(f"--lora_type {lora_type}: rankadapt implements svd (AdaLoRA/ElaLoRA) and v1/v2 (RM-LoRA)")
-    adaptive = [m for m, f in (("elalora", "apply_elalora"), ("adalora", "apply_adalora"), ("sora", "train_sparse"))
-                if flags.get(f)]
-    random_masking = "random_rank" in given or lora_type in ("v1", "v2")
-    if len(adaptive) > 1 or (adaptive and random_masking):
-        chosen = adaptive + (["rmlora (--random_rank/--lora_type v1|v2)"] if random_masking else [])
+    policies = registered_policies()
+    chosen = [name for name, policy in policies.items()
+              if not policy.glue_fallback and policy.selected_by_glue(given, flags)]
+    if len(chosen) > 1:
         raise ConfigError(f"run-glue: the flags select several methods ({', '.join(chosen)}); keep one")
-    if lora_type == "svd" and adaptive not in (["adalora"], ["elalora"]):
+    if lora_type == "svd" and chosen not in (["adalora"], ["elalora"]):
         raise ConfigError("--lora_type svd is the SVD form of AdaLoRA/ElaLoRA; add --apply_adalora or --apply_elalora")
-    if adaptive:
-        return adaptive[0]
-    if random_masking:
-        return "rmlora"
-    if flags.get("apply_lora") or given.get("lora_path"):
-        return "lora"
-    return "full"
+    if chosen:
+        return chosen[0]
+    fallback = [name for name, policy in policies.items() if policy.glue_fallback and policy.selected_by_glue(given, flags)]
+    return fallback[0] if fallback else "full"
 
 
-def _drop_final_rank_flags(given: dict[str, Any], notes: list[str]) -> None:
-    """ElaLoRA's script accepts AdaLoRA's final-rank flags and ignores them: its total rank is conserved."""
-    for flag in ("target_rank", "target_total_rank"):
+def _drop_ignored_flags(given: dict[str, Any], method: str, notes: list[str]) -> None:
+    """Flags the official script of ``method`` accepts and ignores (ElaLoRA's final-rank flags)."""
+    for flag, why in policy_class(method).glue_ignored.items():
         if given.pop(flag, None) is not None:
-            notes.append(f"--{flag} is ignored: ElaLoRA keeps the initial total rank (docs/methods/elalora.md)")
+            notes.append(f"--{flag} is ignored: {why}")
 
 
-def _check_method_flags(given: dict[str, Any], method: str) -> None:
-    reads = METHOD_KEYS[method]
+def _check_method_flags(given: dict[str, Any], method: str, own: dict[str, tuple[type, list[str]]]) -> None:
     for flag in given:
-        key = _VALUES.get(flag, (None, ""))[1]
-        if key.startswith("method.") and key[len("method."):] not in reads:
-            users = [m for m, keys in METHOD_KEYS.items() if key[7:] in keys]
-            raise ConfigError(f"--{flag} applies to {', '.join(users)}, but these flags select {method}; remove "
-                              f"--{flag} or add the flag of the method it belongs to")
+        if flag in own and method not in own[flag][1]:
+            raise ConfigError(f"--{flag} applies to {', '.join(own[flag][1])}, but these flags select {method}; "
+                              f"remove --{flag} or add the flag of the method it belongs to")
 
 
 def _special(given: dict[str, Any], flags: dict[str, bool | None], method: str, notes: list[str]) -> dict[str, Any]:
@@ -235,10 +257,6 @@ def _special(given: dict[str, Any], flags: dict[str, bool | None], method: str, 
     tree["data"].update(_task(given, notes))
     if "lora_module" in given:
         tree["method"]["lora_module"] = [m.strip() for m in given["lora_module"].split(",") if m.strip()]
-    if flags.get("enable_scheduler") is not None:
-        if method != "elalora":
-            raise ConfigError("--enable_scheduler applies to elalora; add --apply_elalora or remove it")
-        tree["method"]["enable_scheduler"] = flags["enable_scheduler"]
     if "lora_type" in given and method == "rmlora":
         tree["method"]["lora_type"] = given["lora_type"]
     out = given.get("output_dir") or given.get("root_output_dir")

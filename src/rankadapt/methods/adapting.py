@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core.config import MODULE_NAMES, MethodConfig
+from ..core.config import MODULE_NAMES, MethodSettings
 from ..core.errors import ModelError
 from ..core.layer import AdapterLinear, LayerReport
 from ..core.targets import find_targets, head_module_names
@@ -108,7 +108,7 @@ def _compact(ranks: list[int]) -> str:
     return "[" + " ".join(str(r) for r in ranks) + "]"
 
 
-def prepare_model(model: nn.Module, config: MethodConfig) -> AdaptedModel:
+def prepare_model(model: nn.Module, config: MethodSettings) -> AdaptedModel:
     """Apply ``config``'s method to ``model`` in place and return the handle.
 
     Seed the RNG before calling: adapter initialisation draws from torch's global generator.
@@ -122,7 +122,7 @@ def prepare_model(model: nn.Module, config: MethodConfig) -> AdaptedModel:
     return adapted
 
 
-def _head_modules(model: nn.Module, config: MethodConfig) -> list[str]:
+def _head_modules(model: nn.Module, config: MethodSettings) -> list[str]:
     if config.modules_to_save is None:
         return head_module_names(model)
     modules = dict(model.named_modules())

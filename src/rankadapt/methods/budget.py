@@ -26,44 +26,16 @@ Rank keys the user set explicitly must agree with the plan (else: remove one of 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 from torch import nn
 
-from ..core.config import MethodConfig, RunConfig
+from ..core.config import MethodConfig, MethodSettings, RunConfig, method_keys
 from ..core.errors import ConfigError
 from ..core.targets import find_targets
-
-Shape = tuple[int, int]
-"""(d_in, d_out) of one adapted matrix."""
-
-UNIFORM_RANK_METHODS = ("lora", "rmlora", "sora", "elalora")
-ADALORA_INITIAL_RATIO = 1.5
-
-
-@dataclass(frozen=True)
-class BudgetPlan:
-    """What ``method.budget`` sets for one method on one model, and what it expects to achieve."""
-
-    method: str
-    requested: int
-    settings: dict[str, int]
-    """Method keys to set (``lora_r``, ``target_total_rank`` ...)."""
-    expected: int
-    """Adapter parameters the plan expects at the end of training."""
-    step: int
-    """Parameters one unit of the matched setting is worth (S, or S/M for AdaLoRA's total rank)."""
-    notes: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        keys = ", ".join(f"method.{k}={v}" for k, v in self.settings.items())
-        text = (f"method.budget={self.requested:,} → {keys}: {self.expected:,} adapter parameters expected "
-                f"({self.expected - self.requested:+,}; one step of the setting is {self.step:,})")
-        return text + "".join(f"; {note}" for note in self.notes)
-
+from .base import policy_class
+from .budget_plans import BudgetPlan, Shape
 
 def plan_budget(method: str, budget: int, shapes: Sequence[Shape], *, lora_r: int | None = None,
                 random_rank: int | None = None, max_rank: int | None = None) -> BudgetPlan:
@@ -76,70 +48,16 @@ def plan_budget(method: str, budget: int, shapes: Sequence[Shape], *, lora_r: in
         raise ConfigError(f"method.budget={budget} must be a positive number of adapter parameters")
     if not shapes:
         raise ConfigError("method.budget needs at least one adapted matrix; check method.lora_module")
-    if method == "adalora":
-        return _plan_adalora(budget, shapes, lora_r)
-    if method in UNIFORM_RANK_METHODS:
-        return _plan_uniform(method, budget, shapes, random_rank, max_rank)
-    raise ConfigError(f"method.budget applies to adapter methods ({', '.join(('adalora',) + UNIFORM_RANK_METHODS)}), "
-                      f"not {method}; remove method.budget")
-
-
-def _round(x: float) -> int:
-    """Round half up (Python's round() sends halves to the even integer, which reads as arbitrary)."""
-    return int(math.floor(x + 0.5))
-
-
-def _plan_uniform(method: str, budget: int, shapes: Sequence[Shape], random_rank: int | None,
-                  max_rank: int | None) -> BudgetPlan:
-    unit = sum(d_in + d_out for d_in, d_out in shapes)
-    rank = _round(budget / unit)
-    if rank < 1:
-        raise ConfigError(f"method.budget={budget:,} is below what {method} can reach on these {len(shapes)} matrices: "
-                          f"the minimum is {unit:,} (rank 1 on each); raise the budget or adapt fewer modules")
-    full = min(min(shape) for shape in shapes)
-    if rank > full:
-        raise ConfigError(f"method.budget={budget:,} needs rank {rank} per matrix, above full rank ({full}) of the "
-                          f"smallest adapted matrix; the most {method} can use here is {full * unit:,}")
-    settings, notes = {"lora_r": rank}, []
-    if method == "rmlora" and random_rank is None and rank < 2:
-        settings["random_rank"] = rank  # the default random_rank (2) may not exceed the rank
-    if method == "elalora" and max_rank is None and 2 * rank > full:
-        settings["max_rank"] = full  # the default 2·r slots would exceed the smallest matrix's rank
-    if method == "sora":
-        notes.append("SoRA prunes gates during training, so this is the starting count and an upper bound")
-    if method == "elalora":
-        notes.append("ElaLoRA conserves the total rank; the final count moves with the allocation")
-    return BudgetPlan(method, budget, settings, rank * unit, unit, notes)
-
-
-def _plan_adalora(budget: int, shapes: Sequence[Shape], lora_r: int | None) -> BudgetPlan:
-    matrices = len(shapes)
-    costs = [d_in + d_out for d_in, d_out in shapes]
-    mean_cost = sum(costs) / matrices
-    total = _round(budget / mean_cost)
-    if total < 1:
-        raise ConfigError(f"method.budget={budget:,} is below one rank of an adapted matrix; the minimum for adalora "
-                          f"here is {min(costs):,} (one rank of the smallest matrix)")
-    initial = lora_r if lora_r is not None else max(1, math.ceil(ADALORA_INITIAL_RATIO * total / matrices))
-    if initial * matrices < total:
-        raise ConfigError(f"method.budget={budget:,} needs a final total rank of {total}, above the initial "
-                          f"{initial} x {matrices} matrices; raise method.lora_r to at least {math.ceil(total / matrices)} "
-                          "or remove it (the budget then sets it)")
-    full = min(min(shape) for shape in shapes)
-    if initial > full:
-        raise ConfigError(f"method.budget={budget:,} needs an initial rank of {initial}, above full rank ({full}) of "
-                          "the smallest adapted matrix; lower the budget")
-    notes = [f"the final count lies between {total * min(costs):,} and {total * max(costs):,}, depending on which "
-             "matrices keep their ranks"] if len(set(costs)) > 1 else []
-    return BudgetPlan("adalora", budget, {"target_total_rank": total, "lora_r": initial},
-                      _round(total * mean_cost), _round(mean_cost), notes)
+    explicit = {k: v for k, v in (("lora_r", lora_r), ("random_rank", random_rank), ("max_rank", max_rank))
+                if v is not None}
+    return policy_class(method).plan_budget(budget, shapes, explicit)
 
 
 # ==================================================================================================
 # Applying a plan to a run configuration
 # ==================================================================================================
 
-def adapted_shapes(model: nn.Module, method: MethodConfig) -> list[Shape]:
+def adapted_shapes(model: nn.Module, method: MethodSettings) -> list[Shape]:
     """(d_in, d_out) of every matrix ``method`` would adapt on ``model``, in model order."""
     targets = find_targets(model, method.lora_module, method.target_modules)
     shapes = []
@@ -157,17 +75,19 @@ def apply_budget(config: RunConfig, model: nn.Module, echo: Callable[[str], None
     ``adapter_parameters``.
     """
     method = config.method
-    if method.budget is None:
+    if getattr(method, "budget", None) is None:  # methods without adapters have no budget key
         return config
     explicit = method.model_fields_set
     given = {key: getattr(method, key) for key in ("lora_r", "random_rank", "max_rank") if key in explicit}
+    # Only AdaLoRA keeps a given lora_r (its initial rank); for the others the budget decides it and a
+    # given lora_r is a conflict (_check_conflicts).
     plan = plan_budget(method.name, method.budget, adapted_shapes(model, method),
-                       lora_r=given.get("lora_r") if method.name == "adalora" else None,
+                       lora_r=given.get("lora_r") if "target_total_rank" in method_keys(method.name) else None,
                        random_rank=given.get("random_rank"), max_rank=given.get("max_rank"))
     _check_conflicts(method, plan)
     values = {**method.model_dump(exclude_unset=True), **plan.settings, "name": method.name}
     try:
-        updated = MethodConfig.model_validate(values)
+        updated = MethodConfig(**values)
     except ValidationError as err:
         messages = "; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())
         raise ConfigError(f"method.budget={method.budget:,} sets {plan.settings}, which is invalid here: {messages}") from None
@@ -176,12 +96,12 @@ def apply_budget(config: RunConfig, model: nn.Module, echo: Callable[[str], None
     return config.model_copy(update={"method": updated})
 
 
-def _check_conflicts(method: MethodConfig, plan: BudgetPlan) -> None:
+def _check_conflicts(method: MethodSettings, plan: BudgetPlan) -> None:
     """A rank key the user set must agree with the plan; otherwise one of the two is a mistake."""
     explicit = method.model_fields_set
     decided = dict(plan.settings)
-    if method.name == "adalora":
-        decided.pop("lora_r")  # the initial rank is the user's to choose
+    if "target_total_rank" in decided:  # AdaLoRA: the initial rank is the user's to choose
+        decided.pop("lora_r")
         if "target_rank" in explicit and method.target_rank is not None:
             raise ConfigError("method.budget sets AdaLoRA's final rank (target_total_rank); remove method.target_rank")
     for key, value in decided.items():

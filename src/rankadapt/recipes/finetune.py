@@ -117,7 +117,7 @@ def build_run(config: RunConfig) -> Run:
     config = apply_budget(config, model, echo)  # method.budget -> rank settings; needs the matrix shapes
     adapted = prepare_model(model, config.method)
     if config.init_from:  # before any checkpoint is loaded: train.resume continues from the checkpoint
-        init_adapters_from(adapted, config.init_from, config.method.lora_alpha, echo)
+        init_adapters_from(adapted, config.init_from, getattr(config.method, "lora_alpha", None), echo)
     if hasattr(adapted.policy, "seed"):
         adapted.policy.seed = config.train.seed
     train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, text_collator(config, tokenizer), accelerator.num_processes,
@@ -183,7 +183,7 @@ def _claimed_run_dir(config: RunConfig):
     with RunLock(run_dir):
         if not config.train.resume:
             refuse_foreign_outputs(run_dir)
-        elif (run_dir / CONFIG_FILE).is_file() and not config.method.budget:
+        elif (run_dir / CONFIG_FILE).is_file() and not getattr(config.method, "budget", None):
             # Early, before building anything that a changed setting could break; the length check
             # (and a budget's derived ranks) needs the built run and the checkpoint: see _resume.
             check_resume_changes(config_changes((run_dir / CONFIG_FILE).read_text(), config.to_yaml()), run_dir,
@@ -571,7 +571,7 @@ def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) ->
         results["rank_pattern"] = adapted.rank_pattern()
         results["initial_adapter_parameters"] = sum(
             run.config.method.lora_r * (layer.in_features + layer.out_features) for layer in adapted.adapters.values())
-        if run.config.method.budget:
+        if getattr(run.config.method, "budget", None):
             results["budget"] = run.config.method.budget
     return results
 
