@@ -245,9 +245,18 @@ def run_glue(args: Optional[list[str]] = typer.Argument(None, metavar="--FLAG VA
 
 @config_app.command("show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @_user_errors
-def config_show(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG.yaml] [KEY=VALUE]...")):
-    """Print the resolved configuration as YAML."""
+def config_show(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG.yaml] [KEY=VALUE]..."),
+                help_keys: bool = typer.Option(False, "--help-keys", help=(
+                    "Print every key with its default, allowed values and meaning (the method's own keys for the "
+                    "resolved method.name) instead of the values.")),
+                all_methods: bool = typer.Option(False, "--all", help="With --help-keys: the keys of every method.")):
+    """Print the resolved configuration as YAML, or what each key means (--help-keys)."""
     config = _load(args)
+    if help_keys:
+        from .core.config_help import describe_keys
+
+        typer.echo(describe_keys(config, all_methods=all_methods))
+        return
     typer.echo(config.to_yaml().rstrip())
     typer.echo(f"# output_dir resolves to {config.resolved_output_dir()}")
 
