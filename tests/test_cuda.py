@@ -335,8 +335,8 @@ def test_an_adapter_exported_from_a_device_run_loads_in_stock_peft_with_the_same
 # ==================================================================================================
 
 @pytest.mark.parametrize("first, then", [("device", "cpu"), ("cpu", "device")])
-def test_a_run_resumes_on_the_other_device_with_the_uninterrupted_loss_curve(first, then, workdir, device,
-                                                                             monkeypatch):  # noqa: F811
+def test_a_run_resumes_on_the_other_device_with_the_uninterrupted_loss_curve(first, then, workdir, device,  # noqa: F811
+                                                                             monkeypatch):
     """AdaLoRA (importance EMAs and decisions in the checkpoint), 8 steps with a checkpoint at step 4,
     stopped at step 6 on one device and resumed on the other."""
     import rankadapt.recipes.finetune

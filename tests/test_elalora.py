@@ -3,7 +3,6 @@ optimizer and the lr schedule intact, export, and resume."""
 
 from __future__ import annotations
 
-import peft
 import pytest
 import torch
 

@@ -12,7 +12,7 @@ from functools import partial
 import pytest
 from typer.testing import CliRunner
 
-import rankadapt.core.progress
+from rankadapt.core import progress
 from rankadapt.cli import app
 
 from helpers import custom_task_args, make_model_dir
@@ -24,8 +24,8 @@ runner = CliRunner()
 def every_draw_shown(monkeypatch):
     import rankadapt.recipes.finetune
 
-    drawn_always = partial(rankadapt.core.progress.bar, mininterval=0, miniters=1)
-    monkeypatch.setattr(rankadapt.core.progress, "bar", drawn_always)  # phases, tokenising, predict import it late
+    drawn_always = partial(progress.bar, mininterval=0, miniters=1)
+    monkeypatch.setattr(progress, "bar", drawn_always)  # phases, tokenising, predict import it late
     monkeypatch.setattr(rankadapt.recipes.finetune, "bar", drawn_always)
 
 
