@@ -8,8 +8,11 @@ Typical use::
 
 from .encoding import (EncodedDataset, PaddingCollator, encode, encode_eval_splits, encode_splits, text_collator,
                        tokenize)
-from .loading import (Examples, RawTable, TaskData, carve_validation, limit, load_task_data, read_table,
-                      resolve_data_dir, sample_indices)
+from .files import read_table
+from .labels import carve_validation, limit, sample_indices
+from .loading import load_task_data
+from .records import Examples, RawTable, TaskData
+from .sources import resolve_data_dir
 from .specs import GLUE_TASKS, TASKS, TaskSpec, custom_task, get_task, known_task_names
 
 __all__ = [

@@ -20,9 +20,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .loading import Examples
 from ...core.config import RunConfig
-from .loading import TaskData
+from .records import Examples
+from .records import TaskData
 
 log = logging.getLogger(__name__)
 
