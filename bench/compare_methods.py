@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from rankadapt.core.config import load_config
+from rankadapt.core.config_files import load_config
 from rankadapt.recipes.finetune import train
 
 SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]

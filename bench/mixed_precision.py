@@ -14,7 +14,7 @@ import json
 
 from compare_methods import COMMON, METHODS, TASKS
 
-from rankadapt.core.config import load_config
+from rankadapt.core.config_files import load_config
 from rankadapt.recipes.finetune import train
 
 

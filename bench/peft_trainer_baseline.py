@@ -29,7 +29,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer,
                           TrainingArguments)
 
-from rankadapt.core.config import load_config
+from rankadapt.core.config_files import load_config
 from rankadapt.tasks.text_classification.loading import load_task_data
 from rankadapt.core.models import resolve_model_path
 

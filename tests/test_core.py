@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rankadapt.core.config import MODULE_NAMES, MethodConfig, build_config
+from rankadapt.core.config import MODULE_NAMES, MethodConfig
+from rankadapt.core.config_files import build_config
 from rankadapt.core.errors import ConfigError, ModelError
 from rankadapt.core.layer import AdapterLinear
 from rankadapt.methods.adapting import prepare_model
@@ -157,6 +158,6 @@ def test_unknown_architecture_asks_for_target_modules():
     ("method.lora_module=[query,values]", "did you mean 'value'"),
 ])
 def test_bad_method_settings_get_clear_errors(override, message):
-    from rankadapt.core.config import parse_overrides
+    from rankadapt.core.config_files import parse_overrides
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         build_config(parse_overrides([override]))

@@ -212,7 +212,7 @@ def test_dropout_on_the_device_keeps_the_adapters_mean(device):
 
 def train_here(args: list[str]):
     """Build and train one run in this process; returns the ``Run`` (its model stays on its device)."""
-    from rankadapt.core.config import load_config
+    from rankadapt.core.config_files import load_config
     from rankadapt.recipes.finetune import _train, build_run
 
     run = build_run(load_config(None, args))

@@ -35,7 +35,7 @@ def test_a_step_the_grad_scaler_skips_runs_no_method_hook_and_no_scheduler_step(
     learning-rate schedule waits one step, and the next steps train normally."""
     from accelerate.optimizer import AcceleratedOptimizer
 
-    from rankadapt.core.config import load_config
+    from rankadapt.core.config_files import load_config
     from rankadapt.recipes.finetune import _train, build_run
 
     config = load_config(None, tiny_run_args(tmp_path, "method.name=adalora", "method.lora_r=4", "method.target_rank=2",
@@ -65,7 +65,7 @@ def test_a_step_the_grad_scaler_skips_runs_no_method_hook_and_no_scheduler_step(
 
 
 def test_the_training_loader_pins_memory_only_for_cuda(tmp_path):
-    from rankadapt.core.config import load_config
+    from rankadapt.core.config_files import load_config
     from rankadapt.tasks.text_classification import load_task_data
     from rankadapt.core.models import load_tokenizer
     from rankadapt.tasks.text_classification.encoding import encode_splits

@@ -340,7 +340,7 @@ def _worker(spec: Path, out: Path, crash_at: int | None) -> None:
     The dump holds what must agree across processes: the trainable tensors with masks and gates
     (head included), the policy's decision tensors, the rank pattern and the step count.
     """
-    from rankadapt.core.config import load_config
+    from rankadapt.core.config_files import load_config
     from rankadapt.core.distributed import assert_identical, rank
     from rankadapt.core.errors import TrainingError
     from rankadapt.methods.base import MethodPolicy

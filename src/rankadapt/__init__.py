@@ -11,7 +11,8 @@ Python API::
 
 __version__ = "0.1.0"
 
-from .core.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig, load_config
+from .core.config import DataConfig, MethodConfig, ModelConfig, RunConfig, TrainConfig
+from .core.config_files import load_config
 from .core.errors import ConfigError, DataError, ModelError, RankAdaptError, TrainingError
 from .core.layer import AdapterLinear
 from .methods import MethodPolicy, StepContext, available_methods, register_method

@@ -82,7 +82,7 @@ def _split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
 
 
 def _load(args: list[str] | None):
-    from .core.config import load_config
+    from .core.config_files import load_config
 
     path, overrides = _split_args(args)
     return load_config(path, overrides)

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core.config import method_names, read_yaml
-from ..methods import registered_policies
+from ..core.config import method_names
+from ..core.config_files import read_yaml
 from ..core.errors import DataError
+from ..methods import registered_policies
 from ..runtime.tracking import read_events
 from . import plots
 from .document import Document, Table

@@ -29,7 +29,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.config import RunConfig, _deep_merge, build_config, parse_overrides
+from ..core.config import RunConfig
+from ..core.config_files import _deep_merge, build_config, parse_overrides
 from ..core.errors import ConfigError
 from ..methods import policy_class, registered_policies
 from ..tasks.text_classification.specs import TASKS

@@ -36,7 +36,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..core.config import RunConfig, _deep_merge, build_config, method_keys, parse_overrides, read_yaml
+from ..core.config import RunConfig, method_keys
+from ..core.config_files import _deep_merge, build_config, parse_overrides, read_yaml
 from ..core.errors import ConfigError
 
 SECTIONS = ("model", "data", "method", "train")

@@ -50,16 +50,16 @@ from ..methods import StepContext
 from ..methods.adapting import AdaptedModel, prepare_model, trainable_state_dict
 from ..methods.budget import apply_budget
 from ..methods.init_from import init_adapters_from
+from ..runtime.accelerator import make_accelerator
 from ..runtime.checkpoint import (CHECKPOINT_DIR, LoopState, has_checkpoint, load_checkpoint, recover_checkpoint,
                                   rng_state, rng_state_for, save_checkpoint, set_rng_state)
+from ..runtime.loaders import make_loaders
+from ..runtime.optim import make_optimizer, schedule_lengths
 from ..runtime.resume import SCHEDULED_METHODS, check_resume_changes, config_changes
 from ..runtime.tracking import RunLogger
 from ..tasks.text_classification import TaskData, load_task_data
-from ..tasks.text_classification.augment import build_objective, check_objective
-from ..runtime.accelerator import make_accelerator
-from ..runtime.loaders import make_loaders
-from ..runtime.optim import make_optimizer, schedule_lengths
 from ..tasks.text_classification import encode_splits, text_collator
+from ..tasks.text_classification.augment import build_objective, check_objective
 from .evaluate import evaluate_loaders
 
 RESULTS_FILE = "results.json"

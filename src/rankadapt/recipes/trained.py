@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from ..core.config import RunConfig, build_config, parse_overrides, read_yaml, _deep_merge
+from ..core.config import RunConfig
+from ..core.config_files import build_config, parse_overrides, read_yaml, _deep_merge
 from ..core.errors import ConfigError, ModelError
 from ..core.models import load_model, load_tokenizer
 from ..methods.adapting import AdaptedModel, prepare_model
