@@ -18,9 +18,9 @@ Budgets: b(0) = Σ initial ranks = lora_r × matrices; b(T) = ``target_total_ran
 configs halve the rank, r 2 → 1); ``init_warmup``/``final_warmup`` default to 10% / 30% of T.
 
 Where this implementation and stock PEFT (0.21, ``AdaLoraModel``/``RankAllocator``) differ, on purpose
-(``tests/test_adalora.py::test_parity_with_peft_adalora`` checks against PEFT, with the same
+(``tests/methods/test_adalora.py::test_parity_with_peft_adalora`` checks against PEFT, with the same
 ``orth_reg_weight``, that the losses, every decided pattern and the logits agree, so that without ties
-point 1 changes nothing; ``tests/test_allocation.py`` shows point 1 with ties):
+point 1 changes nothing; ``tests/methods/test_allocation.py`` shows point 1 with ties):
 
 1. **Tied scores.** PEFT masks every rank scoring ``<= kthvalue(S, b(0) − b(t))``: ties at the
    threshold are all masked (fewer than b(t) remain) and b(t) = b(0) crashes (k = 0). We keep exactly

@@ -17,7 +17,7 @@ from rankadapt.experiments.sweep import load_sweep
 
 from helpers import make_model_dir, sentiment_rows, write_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

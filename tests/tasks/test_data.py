@@ -20,7 +20,7 @@ from rankadapt.tasks.text_classification import (TASKS, EncodedDataset, Examples
 from rankadapt.runtime.sampling import LengthGroupedSampler
 from rankadapt.core.errors import DataError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_real_data = pytest.mark.skipif(not (SHARED_DATA / "glue").is_dir(),
                                      reason=f"real data not found at {SHARED_DATA} (see shared/data/README.md)")
 
