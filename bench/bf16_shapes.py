@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from rankadapt.config import MethodConfig, ModelConfig
-from rankadapt.model import prepare_model
-from rankadapt.models import load_model
+from rankadapt.core.config import MethodConfig, ModelConfig
+from rankadapt.methods.adapting import prepare_model
+from rankadapt.core.models import load_model
 
 SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]
 VARYING = [203, 177, 256, 145, 231, 209, 190, 256]

@@ -23,8 +23,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from rankadapt.config import load_config
-from rankadapt.train import train
+from rankadapt.core.config_files import load_config
+from rankadapt.recipes.finetune import train
 
 SIX = ["query", "key", "value", "attention.output", "intermediate", "layer.output"]
 TASKS = {

@@ -17,10 +17,10 @@ import time
 
 import torch
 
-from rankadapt.augment import build_objective
-from rankadapt.config import MethodConfig, ModelConfig, TrainConfig
-from rankadapt.model import prepare_model
-from rankadapt.models import load_model
+from rankadapt.tasks.text_classification.augment import build_objective
+from rankadapt.core.config import MethodConfig, ModelConfig, TrainConfig
+from rankadapt.methods.adapting import prepare_model
+from rankadapt.core.models import load_model
 
 OPTIONS = {"plain": TrainConfig(), "span_cutoff": TrainConfig(aug_type="span_cutoff"),
            "rdrop": TrainConfig(reg_loss_wgt=1.0)}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Effect and cost of the consistency-training options (rankadapt.augment) on a real task:
+# Effect and cost of the consistency-training options (rankadapt.tasks.text_classification.augment) on a real task:
 # LoRA on SST-2 (600-example stratified train subset, full 872-example dev set), all-MiniLM-L6-v2,
 # 2 epochs, batch 16, seeds 1-3; plain training, span Cutoff (microsoft/LoRA's mnli.cutoff.sh
 # settings) and R-drop (mnli.rdrop.sh's weight 1.0). Sized for ~30 min on a shared 2-core CPU.

@@ -45,7 +45,7 @@ if ! python3 -c "import pydantic" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/n
   export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-if ! python3 -c "import rankadapt.train, peft, psutil, pytest" >>"$LOG" 2>&1; then
+if ! python3 -c "import rankadapt.recipes.finetune, peft, psutil, pytest" >>"$LOG" 2>&1; then
   say "rankadapt cannot be imported here (see $LOG); a missing pydantic is fetched by 'bash bench/device_wheels.sh'"
   say "on a machine with registry access, and its .whl/ folder must travel with the repository"
   exit 2

@@ -14,8 +14,8 @@ import json
 
 from compare_methods import COMMON, METHODS, TASKS
 
-from rankadapt.config import load_config
-from rankadapt.train import train
+from rankadapt.core.config_files import load_config
+from rankadapt.recipes.finetune import train
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer,
                           TrainingArguments)
 
-from rankadapt.config import load_config
-from rankadapt.data.loading import load_task_data
-from rankadapt.models import resolve_model_path
+from rankadapt.core.config_files import load_config
+from rankadapt.tasks.text_classification.loading import load_task_data
+from rankadapt.core.models import resolve_model_path
 
 # rankadapt's module names -> the BERT module-name suffixes PEFT matches ("output.dense" covers both
 # attention.output.dense and the layer's output.dense).

@@ -17,11 +17,11 @@ the issue): ``floor`` (the frozen model's forward and backward with gradients fl
 layer to the input: the least any adapter method can cost), ``full``, rankadapt's ``lora``,
 ``adalora``, ``elalora``, ``sora``, ``rmlora``, and stock PEFT's ``peft-lora`` and ``peft-adalora``.
 rankadapt's variants run as ``rankadapt train`` runs them, with its fast dropout masks
-(``train.fast_dropout``, ``rankadapt.dropout``) on the encoder's dropouts and the adapters'; two more
+(``train.fast_dropout``, ``rankadapt.core.dropout``) on the encoder's dropouts and the adapters'; two more
 variants give the before/after in the same run: ``floor-fast-dropout`` (the floor with those masks:
 what is left of the step for the adapter to cost) and ``lora-torch-dropout`` (rankadapt's LoRA with
 torch's dropout, ``train.fast_dropout=false``); ``lora-composed`` is rankadapt's LoRA with the adapter
-product as separate autograd operations instead of the fused function (``rankadapt.layer``).
+product as separate autograd operations instead of the fused function (``rankadapt.core.layer``).
 ``--lora-dropout`` sets the adapters' input dropout for rankadapt and PEFT alike (default 0, PEFT's
 default). ``lora-fast-dropout`` forces the fast dropout masks on whatever the device is (on CUDA rankadapt
 uses torch's dropout, which is ``lora`` there): the other side of that choice on a GPU.
@@ -107,11 +107,11 @@ def build(variant: str, model_name: str, total_steps: int, contexts: ExitStack, 
     does, entered on ``contexts`` (the caller closes it when the steps are done)."""
     import torch
 
-    from rankadapt.dropout import fast_dropout
+    from rankadapt.core.dropout import fast_dropout
 
-    from rankadapt.config import MethodConfig, ModelConfig
-    from rankadapt.model import prepare_model
-    from rankadapt.models import load_model
+    from rankadapt.core.config import MethodConfig, ModelConfig
+    from rankadapt.methods.adapting import prepare_model
+    from rankadapt.core.models import load_model
 
     torch.manual_seed(0)
     if model_name in SHAPES:
@@ -166,13 +166,13 @@ def build(variant: str, model_name: str, total_steps: int, contexts: ExitStack, 
 def force_fast_dropout() -> None:
     """Use the fast dropout masks on any device (rankadapt uses them on CPU only): the GPU side of the
     dropout choice. Patches the one predicate every fast path asks, where each module looks it up."""
-    import rankadapt.dropout
-    import rankadapt.layer
+    import rankadapt.core.dropout
+    import rankadapt.core.layer
 
     def on_every_device(x, p: float, training: bool) -> bool:
         return training and p > 0.0
 
-    rankadapt.dropout.uses_fast_path = rankadapt.layer.uses_fast_path = on_every_device
+    rankadapt.core.dropout.uses_fast_path = rankadapt.core.layer.uses_fast_path = on_every_device
 
 
 def batch_shapes(batch: int, seq: int, steps: int, padding: str, vocab: int, seed: int = 0) -> list[dict]:
@@ -186,7 +186,7 @@ def batch_shapes(batch: int, seq: int, steps: int, padding: str, vocab: int, see
     """
     import torch
 
-    from rankadapt.data import LengthGroupedSampler
+    from rankadapt.runtime.sampling import LengthGroupedSampler
 
     gen = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 2, (batch,), generator=gen)

@@ -50,7 +50,7 @@ def assert_stock_peft_matches(adapted, directory: Path, arch: str = "bert") -> N
     """Export ``adapted`` and check stock PEFT reproduces its logits on a fresh base model (1e-5)."""
     import peft
 
-    from rankadapt.export import export_peft
+    from rankadapt.methods.export import export_peft
 
     batch = tiny_batch(batch=4, seed=7)
     with torch.no_grad():

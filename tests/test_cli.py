@@ -79,8 +79,8 @@ def test_train_writes_the_output_contract(method, model_dir, tmp_path):
 def _assert_peft_loads_with_equal_logits(run_dir: Path, model_dir: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rankadapt.evaluation import predict_path
-    from rankadapt.inference import load_trained, run_config_for
+    from rankadapt.recipes.evaluate import predict_path
+    from rankadapt.recipes.trained import load_trained, run_config_for
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batch = tokenizer(["the film was good and nice", "bad awful plot"], padding=True, return_tensors="pt")
@@ -211,7 +211,7 @@ def test_bf16_autocast_trains_on_cpu(model_dir, tmp_path):
 
 
 def test_yaml_no_is_read_as_the_option_no():
-    from rankadapt.config import load_config
+    from rankadapt.core.config_files import load_config
 
     config = load_config(None, ["train.mixed_precision=no", "train.eval_strategy=no"])
     assert config.train.mixed_precision == "no" and config.train.eval_strategy == "no"
@@ -220,7 +220,7 @@ def test_yaml_no_is_read_as_the_option_no():
 @pytest.mark.parametrize("method", ["none", "full", "lora", "adalora", "elalora", "sora", "rmlora"])
 def test_written_config_yaml_loads_back_as_the_same_config(method, tmp_path):
     """A run's config.yaml is a valid config: `rankadapt train run/config.yaml train.resume=true` works."""
-    from rankadapt.config import load_config
+    from rankadapt.core.config_files import load_config
 
     config = load_config(None, [f"method.name={method}", "train.seed=3"])
     (tmp_path / "config.yaml").write_text(config.to_yaml())

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rankadapt.config import MODULE_NAMES, MethodConfig, build_config
-from rankadapt.errors import ConfigError, ModelError
-from rankadapt.layer import AdapterLinear
-from rankadapt.model import prepare_model
+from rankadapt.core.config import MODULE_NAMES, MethodConfig
+from rankadapt.core.config_files import build_config
+from rankadapt.core.errors import ConfigError, ModelError
+from rankadapt.core.layer import AdapterLinear
+from rankadapt.methods.adapting import prepare_model
 
 from conftest import tiny_batch, tiny_model
 
-# Written out by hand (not derived from rankadapt.targets) so the test can catch a wrong map.
+# Written out by hand (not derived from rankadapt.core.targets) so the test can catch a wrong map.
 EXPECTED = {
     "bert": {"query": "bert.encoder.layer.{i}.attention.self.query",
              "key": "bert.encoder.layer.{i}.attention.self.key",
@@ -157,6 +158,6 @@ def test_unknown_architecture_asks_for_target_modules():
     ("method.lora_module=[query,values]", "did you mean 'value'"),
 ])
 def test_bad_method_settings_get_clear_errors(override, message):
-    from rankadapt.config import parse_overrides
+    from rankadapt.core.config_files import parse_overrides
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         build_config(parse_overrides([override]))

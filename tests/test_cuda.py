@@ -10,7 +10,7 @@ are then CPU versus CPU, and the fp16 training run, which only CUDA supports, is
 
 What is checked, each against the CPU or an exact reference:
 
-- the fused adapter product (``rankadapt.layer._AdapterProduct``) on the device equals the composed
+- the fused adapter product (``rankadapt.core.layer._AdapterProduct``) on the device equals the composed
   operations and the CPU, and its gradients equal finite differences (float64 gradcheck; a float32
   directional difference); under bf16 and fp16 autocast it is as accurate as the composed path, and
   with a GradScaler an overflow in its backward pass is seen (the step is skipped);
@@ -84,7 +84,7 @@ def autocast_or_skip(device: torch.device, dtype: torch.dtype) -> None:
 
 def make_layer(device: torch.device, gate_trainable: bool = True, bias: bool = True,
                dropout: float = 0.0):
-    from rankadapt.layer import AdapterLinear
+    from rankadapt.core.layer import AdapterLinear
 
     torch.manual_seed(0)
     layer = AdapterLinear(nn.Linear(48, 40, bias=bias), capacity=8, scale=2.0, dropout=dropout,
@@ -131,8 +131,8 @@ def test_fused_product_on_the_device_equals_the_composed_operations_and_the_cpu(
 
 
 def test_fused_product_gradients_equal_finite_differences_on_the_device(device):
-    from rankadapt.dropout import keep_values
-    from rankadapt.layer import _AdapterProduct
+    from rankadapt.core.dropout import keep_values
+    from rankadapt.core.layer import _AdapterProduct
 
     gen = torch.Generator().manual_seed(2)
     f64 = dict(dtype=torch.float64, device=device)
@@ -192,9 +192,9 @@ def test_an_overflow_in_the_fused_backward_makes_the_grad_scaler_skip_the_step(d
 
 
 def test_dropout_on_the_device_keeps_the_adapters_mean(device):
-    """Torch's dropout on CUDA (fast dropout is a CPU-only measure; rankadapt.dropout): averaged over
+    """Torch's dropout on CUDA (fast dropout is a CPU-only measure; rankadapt.core.dropout): averaged over
     many draws, the training output equals the evaluation output."""
-    from rankadapt.dropout import FastDropout
+    from rankadapt.core.dropout import FastDropout
 
     layer = make_layer(device, dropout=0.3)
     layer.dropout = FastDropout(0.3)  # as the trainer swaps it in; on CUDA it defers to torch's dropout
@@ -212,8 +212,8 @@ def test_dropout_on_the_device_keeps_the_adapters_mean(device):
 
 def train_here(args: list[str]):
     """Build and train one run in this process; returns the ``Run`` (its model stays on its device)."""
-    from rankadapt.config import load_config
-    from rankadapt.train import _train, build_run
+    from rankadapt.core.config_files import load_config
+    from rankadapt.recipes.finetune import _train, build_run
 
     run = build_run(load_config(None, args))
     try:
@@ -239,7 +239,7 @@ def method_runs(workdir, device):  # noqa: F811 (workdir: the fixture imported f
 
 
 def trained_state(run) -> dict[str, torch.Tensor]:
-    from rankadapt.model import trainable_state_dict
+    from rankadapt.methods.adapting import trainable_state_dict
 
     return {k: v.detach().float().cpu() for k, v in trainable_state_dict(run.adapted).items()}
 
@@ -335,28 +335,28 @@ def test_an_adapter_exported_from_a_device_run_loads_in_stock_peft_with_the_same
 # ==================================================================================================
 
 @pytest.mark.parametrize("first, then", [("device", "cpu"), ("cpu", "device")])
-def test_a_run_resumes_on_the_other_device_with_the_uninterrupted_loss_curve(first, then, workdir, device,
-                                                                             monkeypatch):  # noqa: F811
+def test_a_run_resumes_on_the_other_device_with_the_uninterrupted_loss_curve(first, then, workdir, device,  # noqa: F811
+                                                                             monkeypatch):
     """AdaLoRA (importance EMAs and decisions in the checkpoint), 8 steps with a checkpoint at step 4,
     stopped at step 6 on one device and resumed on the other."""
-    import rankadapt.train
+    import rankadapt.recipes.finetune
 
     kinds = {"device": device.type, "cpu": "cpu"}
     out = workdir / f"resume-{first}-{then}"
     args = lambda run_dir, kind: method_args(workdir, run_dir, "adalora", kind, "train.max_steps=8",
                                              "train.eval_strategy=steps", "train.eval_steps=4")
     straight = train_here(args(out / "straight", kinds[first]))
-    original = rankadapt.train._log_train
+    original = rankadapt.recipes.finetune._log_train
 
     def stop_at_step_6(run, loop, *rest, **kwargs):
         if loop.step == 6:
             raise KeyboardInterrupt
         return original(run, loop, *rest, **kwargs)
 
-    monkeypatch.setattr(rankadapt.train, "_log_train", stop_at_step_6)
+    monkeypatch.setattr(rankadapt.recipes.finetune, "_log_train", stop_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         train_here(args(out / "stopped", kinds[first]))
-    monkeypatch.setattr(rankadapt.train, "_log_train", original)
+    monkeypatch.setattr(rankadapt.recipes.finetune, "_log_train", original)
     assert json.loads((out / "stopped" / "checkpoint" / "loop.json").read_text())["step"] == 4
     resumed = train_here(args(out / "stopped", kinds[then]) + ["train.resume=true"])
     assert next(resumed.model.parameters()).device.type == kinds[then]

@@ -35,8 +35,8 @@ def test_a_step_the_grad_scaler_skips_runs_no_method_hook_and_no_scheduler_step(
     learning-rate schedule waits one step, and the next steps train normally."""
     from accelerate.optimizer import AcceleratedOptimizer
 
-    from rankadapt.config import load_config
-    from rankadapt.train import _train, build_run
+    from rankadapt.core.config_files import load_config
+    from rankadapt.recipes.finetune import _train, build_run
 
     config = load_config(None, tiny_run_args(tmp_path, "method.name=adalora", "method.lora_r=4", "method.target_rank=2",
                                              "method.init_warmup=1", "method.final_warmup=1", "train.max_steps=4",
@@ -65,17 +65,19 @@ def test_a_step_the_grad_scaler_skips_runs_no_method_hook_and_no_scheduler_step(
 
 
 def test_the_training_loader_pins_memory_only_for_cuda(tmp_path):
-    from rankadapt.config import load_config
-    from rankadapt.data import load_task_data
-    from rankadapt.models import load_tokenizer
-    from rankadapt.train import encode_splits, make_loaders
+    from rankadapt.core.config_files import load_config
+    from rankadapt.tasks.text_classification import load_task_data
+    from rankadapt.core.models import load_tokenizer
+    from rankadapt.tasks.text_classification.encoding import encode_splits
+    from rankadapt.runtime.loaders import make_loaders
+    from rankadapt.tasks.text_classification import text_collator
 
     config = load_config(None, tiny_run_args(tmp_path))
     data = load_task_data(config.data)
     tokenizer = load_tokenizer(config.model.name)
     train_set, eval_sets = encode_splits(config, data, tokenizer)
-    pinned, _ = make_loaders(config, train_set, eval_sets, tokenizer, 1, pin_memory=True)
-    plain, _ = make_loaders(config, train_set, eval_sets, tokenizer, 1)
+    pinned, _ = make_loaders(config, train_set, eval_sets, text_collator(config, tokenizer), 1, pin_memory=True)
+    plain, _ = make_loaders(config, train_set, eval_sets, text_collator(config, tokenizer), 1)
     assert pinned.pin_memory and not plain.pin_memory
 
 
@@ -85,7 +87,7 @@ def test_torch_compile_trains_through_fast_dropout():
     int16 view of the random words used to break AOT autograd's output aliasing (torch 2.13, ~20 s)."""
     from conftest import tiny_batch, tiny_model
 
-    from rankadapt.dropout import fast_dropout
+    from rankadapt.core.dropout import fast_dropout
 
     model = tiny_model("bert").train()
     batch = tiny_batch()

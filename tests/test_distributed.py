@@ -23,7 +23,7 @@ loss curve) takes under a minute; the resume tests need five more launches and a
 (``pytest -m "not slow"`` skips them; CI runs everything).
 
 This file is also the worker that ``torchrun`` starts for the tests that inspect every process
-(``python tests/test_distributed.py --worker ...``): it trains through ``rankadapt.train`` and dumps
+(``python tests/test_distributed.py --worker ...``): it trains through ``rankadapt.recipes.finetune`` and dumps
 each process's trained state to its own file.
 """
 
@@ -71,7 +71,7 @@ DECISION_METHODS = {
 
 @pytest.mark.parametrize("num_examples, batch_size, processes", [(59, 8, 2), (57, 8, 2), (10, 4, 3), (5, 8, 4)])
 def test_process_slices_of_a_global_batch_are_the_single_process_batch(num_examples, batch_size, processes):
-    from rankadapt.distributed import EpochPermutation, GlobalBatchSampler
+    from rankadapt.runtime.sampling import EpochPermutation, GlobalBatchSampler
 
     def sampler(p: int, n: int) -> GlobalBatchSampler:
         s = GlobalBatchSampler(EpochPermutation(num_examples, seed=3), batch_size, n, p)
@@ -94,7 +94,7 @@ def test_process_slices_of_a_global_batch_are_the_single_process_batch(num_examp
 
 
 def test_resume_gives_each_process_its_own_random_state_when_the_world_size_is_unchanged():
-    from rankadapt.checkpoint import rng_state_for
+    from rankadapt.runtime.checkpoint import rng_state_for
 
     saved = [{"torch": "state of process 0"}, {"torch": "state of process 1"}]
     assert rng_state_for(saved, 1, 2) == saved[1]
@@ -340,12 +340,12 @@ def _worker(spec: Path, out: Path, crash_at: int | None) -> None:
     The dump holds what must agree across processes: the trainable tensors with masks and gates
     (head included), the policy's decision tensors, the rank pattern and the step count.
     """
-    from rankadapt.config import load_config
-    from rankadapt.distributed import assert_identical, rank
-    from rankadapt.errors import TrainingError
+    from rankadapt.core.config_files import load_config
+    from rankadapt.core.distributed import assert_identical, rank
+    from rankadapt.core.errors import TrainingError
     from rankadapt.methods.base import MethodPolicy
-    from rankadapt.model import trainable_state_dict
-    from rankadapt.train import _train, build_run
+    from rankadapt.methods.adapting import trainable_state_dict
+    from rankadapt.recipes.finetune import _train, build_run
 
     if crash_at is not None:  # an interruption in the middle of training, on every process
         original = MethodPolicy.after_scheduler_step
@@ -383,7 +383,7 @@ if __name__ == "__main__":
     parser.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC_JSON", "OUT_DIR"), required=True)
     parser.add_argument("--crash-at", type=int, default=None)
     arguments = parser.parse_args()
-    from rankadapt.distributed import shutdown
+    from rankadapt.core.distributed import shutdown
 
     _worker(*arguments.worker, arguments.crash_at)
     shutdown()  # only after success, as rankadapt's own command line does

@@ -70,7 +70,7 @@ def test_method_end_to_end_with_peft_export(method, model_dir, tmp_path):
 def _assert_exported_adapter_matches_peft(run_dir: Path, model_dir: Path) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from rankadapt.inference import load_trained, run_config_for
+    from rankadapt.recipes.trained import load_trained, run_config_for
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batch = tokenizer(["the film was good and nice", "bad awful plot"], padding=True, return_tensors="pt")

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rankadapt.cli import app, final_line
-from rankadapt.errors import ConfigError
-from rankadapt.inference import (PredictionSettings, load_trained, predict_texts, prediction_settings,
-                                 run_config_for, split_pairs)
+from rankadapt.core.errors import ConfigError
+from rankadapt.recipes.trained import (PredictionSettings, load_trained, predict_texts, prediction_settings,
+                                       run_config_for, split_pairs)
 
 from helpers import custom_task_args, make_model_dir
 

@@ -12,7 +12,7 @@ from functools import partial
 import pytest
 from typer.testing import CliRunner
 
-import rankadapt.progress
+from rankadapt.core import progress
 from rankadapt.cli import app
 
 from helpers import custom_task_args, make_model_dir
@@ -22,11 +22,11 @@ runner = CliRunner()
 
 @pytest.fixture
 def every_draw_shown(monkeypatch):
-    import rankadapt.train
+    import rankadapt.recipes.finetune
 
-    drawn_always = partial(rankadapt.progress.bar, mininterval=0, miniters=1)
-    monkeypatch.setattr(rankadapt.progress, "bar", drawn_always)  # phases, tokenising, predict import it late
-    monkeypatch.setattr(rankadapt.train, "bar", drawn_always)
+    drawn_always = partial(progress.bar, mininterval=0, miniters=1)
+    monkeypatch.setattr(progress, "bar", drawn_always)  # phases, tokenising, predict import it late
+    monkeypatch.setattr(rankadapt.recipes.finetune, "bar", drawn_always)
 
 
 def draws(stderr: str, label: str) -> list[str]:

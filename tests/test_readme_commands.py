@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rankadapt.cli import app
-from rankadapt.models import packaged_model_dir
+from rankadapt.core.models import packaged_model_dir
 
 from conftest import ROOT, SHARED_DATA
 
@@ -34,6 +34,8 @@ CANNOT_RUN = {
     ".": "activates a virtual environment (a shell builtin)",
     "bash scripts/setup.sh": "installs packages with pip; the test environment is already set up",
     "python3 -m pytest": "the test suite itself",
+    "ruff check": "the linter, which .ci/run runs before the suite",
+    "lint-imports": "the import contract, which .ci/run runs before the suite",
     "torchrun": "starts several processes or nodes (tests/test_distributed.py runs two gloo processes)",
     "accelerate launch": "starts several processes or nodes (tests/test_distributed.py runs two gloo processes)",
     "rankadapt run-glue --show-config ...": "a synopsis: '...' stands for an official command's flags",

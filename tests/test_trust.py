@@ -23,9 +23,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rankadapt import ownership
-from rankadapt.checkpoint import has_checkpoint
-from rankadapt.ownership import RunLock
+from rankadapt.core import ownership
+from rankadapt.runtime.checkpoint import has_checkpoint
+from rankadapt.core.ownership import RunLock
 
 from helpers import custom_task_args, make_model_dir, sentiment_rows, write_csv
 from test_cli import events, invoke, train_ok
@@ -429,7 +429,7 @@ def test_an_unusable_output_dir_is_a_clear_error(model_dir, tmp_path, monkeypatc
 
 
 def test_a_full_disk_is_a_message_and_the_last_checkpoint_survives(finished, model_dir, tmp_path, monkeypatch):
-    import rankadapt.checkpoint as checkpoint
+    import rankadapt.runtime.checkpoint as checkpoint
 
     reference, _ = finished
     run_dir = tmp_path / "full"

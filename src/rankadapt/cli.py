@@ -9,7 +9,7 @@
     rankadapt report RUNS_DIR
     rankadapt run-glue --model_name_or_path ... --task_name ... [official run_glue.py flags]
 
-Every user mistake surfaces as a :class:`~rankadapt.errors.RankAdaptError`: the CLI prints its
+Every user mistake surfaces as a :class:`~rankadapt.core.errors.RankAdaptError`: the CLI prints its
 message and exits with status 2, never a traceback.
 """
 
@@ -25,7 +25,7 @@ from typing import Optional
 
 import typer
 
-from .errors import ConfigError, RankAdaptError
+from .core.errors import ConfigError, RankAdaptError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Parameter-efficient fine-tuning of encoder classifiers: LoRA, AdaLoRA, ElaLoRA, SoRA, RM-LoRA.")
@@ -82,7 +82,7 @@ def _split_args(args: list[str] | None) -> tuple[str | None, list[str]]:
 
 
 def _load(args: list[str] | None):
-    from .config import load_config
+    from .core.config_files import load_config
 
     path, overrides = _split_args(args)
     return load_config(path, overrides)
@@ -92,7 +92,7 @@ def _load(args: list[str] | None):
 @_user_errors
 def train(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG.yaml] [KEY=VALUE]...")):
     """Fine-tune a model; writes config.yaml, metrics.jsonl, results.json, adapter/ and checkpoint/."""
-    from .train import train as run_training
+    from .recipes.finetune import train as run_training
 
     config = _load(args)
     results = run_training(config)
@@ -129,10 +129,10 @@ def evaluate(path: Path = typer.Argument(..., help="A run directory, adapter dir
                  "A microsoft/LoRA loralib checkpoint to evaluate on PATH, the base model; its alpha is "
                  "method.lora_alpha (default 16)."))):
     """Evaluate a trained run or adapter on its task's eval split(s) (or data.eval_file)."""
-    from .evaluation import evaluate_path
+    from .recipes.evaluate import evaluate_path
 
     if lora_path is not None:
-        from .experiments.loralib import evaluate_loralib
+        from .recipes.evaluate import evaluate_loralib
 
         metrics = evaluate_loralib(_load([f"model.name={path}", "method.name=lora", *(overrides or [])]), lora_path)
     else:
@@ -154,7 +154,7 @@ def predict(path: Path = typer.Argument(..., help="A run, adapter or model direc
                 "Truncate inputs to this many tokens (default: the run's data.max_length)."))):
     """Classify texts with the run's own settings (max length, labels, single texts or TAB-separated
     pairs); prints one JSON object per input (label and probability, or score)."""
-    from .evaluation import predict_path
+    from .recipes.evaluate import predict_path
 
     inputs = list(texts or [])
     if file is not None:
@@ -176,7 +176,7 @@ def predict(path: Path = typer.Argument(..., help="A run, adapter or model direc
 def export(run_dir: Path = typer.Argument(..., help="A run or adapter directory."),
            merged: Path = typer.Option(..., "--merged", help="Write a plain transformers model with ΔW folded in here.")):
     """Export a trained adapter as a merged transformers model (no adapter cost at inference)."""
-    from .evaluation import export_merged_path
+    from .recipes.evaluate import export_merged_path
 
     out = export_merged_path(run_dir, merged)
     typer.echo(f"merged model: {out}")
@@ -227,7 +227,7 @@ def run_glue(args: Optional[list[str]] = typer.Argument(None, metavar="--FLAG VA
                  "The flags of the official run_glue.py scripts, then optional rankadapt key=value overrides.")),
              show_config: bool = typer.Option(False, "--show-config", help="Print the resolved configuration; run nothing.")):
     """Run an official run_glue.py command line (microsoft/LoRA, AdaLoRA, ElaLoRA, SoRA, RM-LoRA flags)."""
-    from .experiments.compat import parse_glue_args, run_glue_command
+    from .experiments.run_glue import parse_glue_args, run_glue_command
 
     command = parse_glue_args(args or [])
     for note in command.notes:
@@ -245,9 +245,18 @@ def run_glue(args: Optional[list[str]] = typer.Argument(None, metavar="--FLAG VA
 
 @config_app.command("show", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @_user_errors
-def config_show(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG.yaml] [KEY=VALUE]...")):
-    """Print the resolved configuration as YAML."""
+def config_show(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metavar="[CONFIG.yaml] [KEY=VALUE]..."),
+                help_keys: bool = typer.Option(False, "--help-keys", help=(
+                    "Print every key with its default, allowed values and meaning (the method's own keys for the "
+                    "resolved method.name) instead of the values.")),
+                all_methods: bool = typer.Option(False, "--all", help="With --help-keys: the keys of every method.")):
+    """Print the resolved configuration as YAML, or what each key means (--help-keys)."""
     config = _load(args)
+    if help_keys:
+        from .core.config_help import describe_keys
+
+        typer.echo(describe_keys(config, all_methods=all_methods))
+        return
     typer.echo(config.to_yaml().rstrip())
     typer.echo(f"# output_dir resolves to {config.resolved_output_dir()}")
 
@@ -272,7 +281,7 @@ def _is_main_process() -> bool:
 
 
 def main() -> None:
-    from .distributed import shutdown
+    from .core.distributed import shutdown
 
     try:
         app(prog_name="rankadapt")

@@ -1,14 +1,13 @@
-"""Experiments: sweeps over methods, seeds, tasks and models at equal adapter budgets, reports, the
-source repositories' command lines, and adapters from elsewhere.
+"""Experiments: sweeps over methods, seeds, tasks and models at equal adapter budgets, reports, and the
+source repositories' command lines. The top of the library: it runs recipes, nothing below imports it.
 
-- :mod:`.budget` — ``method.budget: N`` → each method's rank settings (pure functions);
-- :mod:`.sweep` — ``rankadapt sweep SWEEP.yaml``: the grid, one run directory per combination,
-  finished runs skipped, interrupted ones resumed;
-- :mod:`.report` / :mod:`.plots` — ``rankadapt report RUNS_DIR``: Markdown + self-contained HTML;
-- :mod:`.compat` — ``rankadapt run-glue``: the flags of the official ``run_glue.py`` scripts;
-- :mod:`.loralib` — microsoft/LoRA ``loralib`` checkpoints (``lora_A``/``lora_B`` keys), both ways;
-- :mod:`.init_from` — ``init_from: RUN_DIR``: start a run from another run's adapter.
+- :mod:`.sweep` / :mod:`.runner` — ``rankadapt sweep SWEEP.yaml``: the grid, one run directory per
+  combination, finished runs skipped, interrupted ones resumed;
+- :mod:`.report` / :mod:`.plots` / :mod:`.document` — ``rankadapt report RUNS_DIR``: Markdown +
+  self-contained HTML;
+- :mod:`.run_glue` — ``rankadapt run-glue``: the flags of the official ``run_glue.py`` scripts (each
+  method module says which flags select it and which it reads).
 
-Nothing is imported here eagerly: ``rankadapt.train`` imports :mod:`.budget` and :mod:`.init_from`,
-and :mod:`.sweep` imports ``rankadapt.train``.
+Budgets (``method.budget``), loralib checkpoints and ``init_from`` are adapter work and live in
+:mod:`rankadapt.methods` (``budget``, ``loralib``, ``init_from``).
 """

@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only; no display (CI, servers, the sweep's own pr
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..config import MODULE_NAMES  # noqa: E402
+from ..core.config import MODULE_NAMES  # noqa: E402
 
 _LAYER = re.compile(r"\.(\d+)\.")
 _MARKERS_UP_TO = 30

@@ -22,9 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import METHOD_NAMES, RANK_ADAPTIVE_METHODS, read_yaml
-from ..errors import DataError
-from ..tracking import read_events
+from ..core.config import method_names
+from ..core.config_files import read_yaml
+from ..core.errors import DataError
+from ..methods import registered_policies
+from ..runtime.tracking import read_events
 from . import plots
 from .document import Document, Table
 from .runner import MANIFEST, read_entry
@@ -91,7 +93,8 @@ def collect_runs(root: str | Path) -> list[RunRecord]:
 def _order(record: RunRecord) -> tuple:
     task = TASK_ORDER.index(record.task) if record.task in TASK_ORDER else len(TASK_ORDER)
     method = record.results.get("method")
-    return task, record.task, record.model, METHOD_NAMES.index(method) if method in METHOD_NAMES else 99, record.method
+    order = method_names()
+    return task, record.task, record.model, order.index(method) if method in order else 99, record.method
 
 
 def group_runs(records: list[RunRecord], use: str = "final") -> list[Group]:
@@ -177,7 +180,8 @@ def settings_table(records: list[RunRecord]) -> Table:
         m = [c.get("method", {}) for c in cfg]
         t = [c.get("train", {}) for c in cfg]
         name = runs[0].results.get("method")
-        rank = "—" if name in ("none", "head", "full") else _rank_settings(name, m)
+        policy = registered_policies().get(name)
+        rank = "—" if policy is not None and not policy.injects_adapters else _rank_settings(name, m)
         trains = name != "none"  # none evaluates the pretrained model: no training settings apply
         rows.append([f"{label} ({name})" if label != name else label, rank,
                      "—" if rank == "—" else _unique([x.get("lora_module") for x in m]),
@@ -190,9 +194,15 @@ def settings_table(records: list[RunRecord]) -> Table:
     return Table(header, rows)
 
 
+def _rank_adaptive(method: str | None) -> bool:
+    policy = registered_policies().get(method or "")
+    return bool(policy and policy.rank_adaptive)
+
+
 def _rank_settings(name: str, blocks: list[dict[str, Any]]) -> str:
-    keys = {"adalora": ("lora_r", "target_rank", "target_total_rank"), "elalora": ("lora_r", "max_rank", "b", "k"),
-            "sora": ("lora_r", "sparse_lambda_2"), "rmlora": ("lora_r", "random_rank", "lora_type")}.get(name, ("lora_r",))
+    """The settings the method's module names (``report_keys``), then lora_alpha and the budget."""
+    policy = registered_policies().get(name)
+    keys = policy.report_keys if policy else ("lora_r",)
     parts = [f"{k} {_unique([b.get(k) for b in blocks])}" for k in (*keys, "lora_alpha")
              if any(b.get(k) is not None for b in blocks)]
     budget = _unique([b.get("budget") for b in blocks])
@@ -285,11 +295,11 @@ def _plots(doc: Document, records: list[RunRecord], groups: list[Group], folder:
         curves = [{"method": r.method, "events": read_events(r.run_dir)} for r in runs]
         doc.image(plots.learning_curves(task, curves, metric, folder / f"curves-{task}.png"),
                   f"{task}: training loss and eval {metric} per optimizer step (one line per seed)")
-        adaptive = [c for r, c in zip(runs, curves) if r.results.get("method") in RANK_ADAPTIVE_METHODS]
+        adaptive = [c for r, c in zip(runs, curves) if _rank_adaptive(r.results.get("method"))]
         if adaptive:
             doc.image(plots.rank_budget(task, adaptive, folder / f"rank-budget-{task}.png"),
                       f"{task}: total active rank over optimizer steps (rank-adaptive methods)")
-        for g in (g for g in groups if g.task == task and g.runs[0].results.get("method") in RANK_ADAPTIVE_METHODS):
+        for g in (g for g in groups if g.task == task and _rank_adaptive(g.runs[0].results.get("method"))):
             patterns = [r.results["rank_pattern"] for r in g.runs if r.results.get("rank_pattern")]
             if patterns:
                 name = f"ranks-{task}-{g.model}-{g.method}.png"

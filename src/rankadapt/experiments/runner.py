@@ -1,4 +1,4 @@
-"""Running a sweep: sequentially, in-process (``rankadapt.train.train``), safe to interrupt.
+"""Running a sweep: sequentially, in-process (``rankadapt.recipes.finetune.train``), safe to interrupt.
 
 A run is *finished* when its ``results.json`` exists (training writes it last, atomically); finished
 runs are skipped. A run that was interrupted has a ``checkpoint/`` but no ``results.json`` and
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import has_checkpoint
-from ..config import RunConfig
-from ..errors import ConfigError, RankAdaptError, TrainingError
+from ..core.config import RunConfig
+from ..core.errors import ConfigError, RankAdaptError, TrainingError
+from ..runtime.checkpoint import has_checkpoint
 from .sweep import Sweep, SweepRun
 
 MANIFEST = "sweep.json"
@@ -130,7 +130,7 @@ def run_sweep(sweep: Sweep, *, rerun_changed: bool = False, dry_run: bool = Fals
 
 def _execute(run: SweepRun, resume: bool, manifest: Manifest, prefix: str,
              echo: Callable[[str], None]) -> dict[str, Any] | None:
-    from ..train import train
+    from ..recipes.finetune import train
 
     config = run.config.model_copy(update={"train": run.config.train.model_copy(update={"resume": resume})})
     echo(f"{prefix} {run.describe()}: {'resuming' if resume else 'running'} in {run.run_dir}")

@@ -36,8 +36,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ..config import METHOD_KEYS, RunConfig, _deep_merge, build_config, parse_overrides, read_yaml
-from ..errors import ConfigError
+from ..core.config import RunConfig, method_keys
+from ..core.config_files import _deep_merge, build_config, parse_overrides, read_yaml
+from ..core.errors import ConfigError
 
 SECTIONS = ("model", "data", "method", "train")
 
@@ -204,7 +205,7 @@ def expand(spec: SweepSpec, source: str | None = None, forced: dict[str, Any] | 
 
 
 def _check_shared_method_keys(blocks: list[tuple[str, dict[str, Any]]], methods: list[str]) -> None:
-    read = set().union(*(METHOD_KEYS.get(m, set()) for m in methods)) | {"modules_to_save"}
+    read = set().union(*(method_keys(m) for m in methods)) | {"modules_to_save"}
     for where, sections in blocks:
         unread = sorted(set(sections.get("method") or {}) - read)
         if unread:
@@ -215,7 +216,7 @@ def _check_shared_method_keys(blocks: list[tuple[str, dict[str, Any]]], methods:
 def _shared(overrides: dict[str, Any], method: str) -> dict[str, Any]:
     """A shared block with only the method keys ``method`` reads."""
     result = {k: v for k, v in overrides.items() if k != "method"}
-    keys = METHOD_KEYS.get(method, set()) | {"modules_to_save"}
+    keys = method_keys(method) | {"modules_to_save"}
     result["method"] = {k: v for k, v in (overrides.get("method") or {}).items() if k in keys}
     return result
 

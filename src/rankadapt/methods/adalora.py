@@ -18,9 +18,9 @@ Budgets: b(0) = Σ initial ranks = lora_r × matrices; b(T) = ``target_total_ran
 configs halve the rank, r 2 → 1); ``init_warmup``/``final_warmup`` default to 10% / 30% of T.
 
 Where this implementation and stock PEFT (0.21, ``AdaLoraModel``/``RankAllocator``) differ, on purpose
-(``tests/test_adalora.py::test_parity_with_peft_adalora`` checks against PEFT, with the same
+(``tests/methods/test_adalora.py::test_parity_with_peft_adalora`` checks against PEFT, with the same
 ``orth_reg_weight``, that the losses, every decided pattern and the logits agree, so that without ties
-point 1 changes nothing; ``tests/test_allocation.py`` shows point 1 with ties):
+point 1 changes nothing; ``tests/methods/test_allocation.py`` shows point 1 with ties):
 
 1. **Tied scores.** PEFT masks every rank scoring ``<= kthvalue(S, b(0) − b(t))``: ties at the
    threshold are all masked (fewer than b(t) remain) and b(t) = b(0) crashes (k = 0). We keep exactly
@@ -43,7 +43,7 @@ point 1 changes nothing; ``tests/test_allocation.py`` shows point 1 with ties):
 
 Several processes (docs/methods/adalora.md): the gradients are all-reduced, so every process computes the
 same scores and the same pattern. After each decision :meth:`AdaLoRA.broadcast_state` checks that the
-decided patterns are identical (a :class:`~rankadapt.errors.TrainingError` otherwise) and copies rank
+decided patterns are identical (a :class:`~rankadapt.core.errors.TrainingError` otherwise) and copies rank
 0's λ and pattern to every process.
 
 Between mask steps a masked λ trains away from 0 (as in PEFT and the official code), so
@@ -53,19 +53,78 @@ to ΔW; the two agree from T − t_f on, where the pattern is re-applied after e
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 
-from .. import distributed
-from ..errors import ConfigError
-from .allocation import ImportancePolicy, Phase, budget_schedule, is_mask_step, select_to_keep
-from .base import Adapters, StepContext, register_method
+from ..core import distributed
+from ..core.errors import ConfigError
+from .allocation import Phase, budget_schedule, is_mask_step, select_to_keep
+from .base import Adapters, MethodPolicy, StepContext, register_method
+from .budget_plans import BudgetPlan, Shape, round_half_up, smallest_full_rank
+from .importance import ImportancePolicy, ImportanceSettings
+
+
+INITIAL_RANK_RATIO = 1.5
+"""method.budget sets the initial rank to 1.5 x the final one: the paper's ratio (AdaLoRA §4, r 3 → 2)."""
+
+
+class AdaLoRASettings(ImportanceSettings):
+    """AdaLoRA's keys (docs/methods/adalora.md); ``lora_r`` is the initial rank of every matrix."""
+
+    name: Literal["adalora"] = "adalora"
+    target_rank: int | None = Field(None, gt=0)
+    """Average final rank per matrix; the final budget b(T) is target_rank x number of matrices
+    (default max(1, lora_r // 2), the official configs' halving)."""
+    target_total_rank: int | None = Field(None, gt=0)
+    """Final total rank b(T) over all matrices (overrides target_rank)."""
+
+    @model_validator(mode="after")
+    def _final_rank_within_initial(self) -> AdaLoRASettings:
+        if self.target_rank and self.target_rank > self.lora_r:
+            raise ValueError(f"method.target_rank={self.target_rank} exceeds the initial rank method.lora_r={self.lora_r}; "
+                             "AdaLoRA only removes ranks")
+        return self
 
 
 @register_method
 class AdaLoRA(ImportancePolicy):
     name = "adalora"
+    settings = AdaLoRASettings
+    report_keys = ("lora_r", "target_rank", "target_total_rank")
+    glue_flags = MethodPolicy.glue_flags + ("target_rank", "target_total_rank", *ImportanceSettings.glue_keys)
+    glue_selectors = ("apply_adalora",)
+
+    @classmethod
+    def plan_budget(cls, budget: int, shapes: Sequence[Shape], explicit: dict[str, int]) -> BudgetPlan:
+        """Ranks are allocated per matrix, so the final total rank T is the finer knob:
+        ``target_total_rank`` T = round(N / (S/M)) (N over the mean cost of one rank), and ``lora_r`` =
+        ⌈1.5·T/M⌉ unless given. The achieved count lies between T·min(d_in+d_out) and T·max(d_in+d_out),
+        depending on which matrices keep their ranks."""
+        matrices = len(shapes)
+        costs = [d_in + d_out for d_in, d_out in shapes]
+        mean_cost = sum(costs) / matrices
+        total = round_half_up(budget / mean_cost)
+        if total < 1:
+            raise ConfigError(f"method.budget={budget:,} is below one rank of an adapted matrix; the minimum for "
+                              f"adalora here is {min(costs):,} (one rank of the smallest matrix)")
+        lora_r = explicit.get("lora_r")
+        initial = lora_r if lora_r is not None else max(1, math.ceil(INITIAL_RANK_RATIO * total / matrices))
+        if initial * matrices < total:
+            raise ConfigError(f"method.budget={budget:,} needs a final total rank of {total}, above the initial "
+                              f"{initial} x {matrices} matrices; raise method.lora_r to at least "
+                              f"{math.ceil(total / matrices)} or remove it (the budget then sets it)")
+        full = smallest_full_rank(shapes)
+        if initial > full:
+            raise ConfigError(f"method.budget={budget:,} needs an initial rank of {initial}, above full rank ({full}) "
+                              "of the smallest adapted matrix; lower the budget")
+        notes = [f"the final count lies between {total * min(costs):,} and {total * max(costs):,}, depending on "
+                 "which matrices keep their ranks"] if len(set(costs)) > 1 else []
+        return BudgetPlan("adalora", budget, {"target_total_rank": total, "lora_r": initial},
+                          round_half_up(total * mean_cost), round_half_up(mean_cost), notes)
 
     def __init__(self, config) -> None:
         super().__init__(config)

@@ -12,9 +12,9 @@ without a model:
 - :func:`plan_round` — ElaLoRA's prune-and-grow decision for one round;
 - :func:`orthogonal_unit_vector` — the direction a grown rank starts from.
 
-:class:`ImportanceTracker` holds the EMAs Ī and Ū of every entry of A, λ and B, and
-:class:`ImportancePolicy` is what both methods share as policies: the SVD-form init, the orthogonal
-regulariser, the tracker and the warmup schedule (t_i, t_f, T).
+:class:`ImportanceTracker` holds the EMAs Ī and Ū of every entry of A, λ and B; what both methods
+share as policies and settings (the SVD-form init, the orthogonal regulariser, the tracker, the warmup
+schedule t_i, t_f, T) is :mod:`.importance`.
 
 Choices where the spec leaves room, or where we depart from the official code / PEFT:
 
@@ -36,16 +36,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import torch
 
-from ..errors import ConfigError, TrainingError
-from ..layer import AdapterLinear
-from .base import Adapters, MethodPolicy, StepContext
-from .regularizers import orthogonal_regularization
+from ..core.errors import ConfigError
+from ..core.layer import AdapterLinear
+from .base import Adapters
 
 FACTORS = ("lora_A", "lora_E", "lora_B")
 """The parameters whose entries carry importance: A (R × d_in), λ (R), B (d_out × R)."""
@@ -303,64 +302,3 @@ def orthogonal_unit_vector(existing_rows: torch.Tensor, generator: torch.Generat
         if v.norm() > 1e-6 * start:
             return (v / v.norm()).to(existing_rows.device, existing_rows.dtype)
     raise ValueError(f"{n} rows span the whole {d}-dimensional space; no orthogonal direction is left")
-
-
-# ==================================================================================================
-# What AdaLoRA and ElaLoRA share as policies
-# ==================================================================================================
-
-def init_svd_factors(layer: AdapterLinear) -> None:
-    """AdaLoRA's init (paper §3.1 and PEFT): A, B ~ N(0, 0.02), λ = 0, so ΔW = 0 at step 0."""
-    with torch.no_grad():
-        torch.nn.init.normal_(layer.lora_A, mean=0.0, std=0.02)
-        torch.nn.init.normal_(layer.lora_B, mean=0.0, std=0.02)
-        torch.nn.init.zeros_(layer.lora_E)
-
-
-class ImportancePolicy(MethodPolicy):
-    """SVD-form adapters (trainable λ, s = lora_alpha / lora_r constant), the orthogonal regulariser
-    γ·R(A, B), importance EMAs and the warmup schedule; subclasses decide what the scores do."""
-
-    gate_trainable = True
-    rank_adaptive = True
-
-    def __init__(self, config) -> None:
-        super().__init__(config)
-        self.tracker = ImportanceTracker(config.beta1, config.beta2)
-        self.schedule: Schedule | None = None
-
-    def init_adapter(self, layer: AdapterLinear) -> None:
-        init_svd_factors(layer)
-
-    def regularization(self, adapters: Adapters) -> torch.Tensor | None:
-        """γ · mean over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F), un-squared (see ``orthogonal_penalty``)."""
-        return orthogonal_regularization(adapters, self.config.reg_orth_coef)
-
-    def setup(self, adapters: Adapters, total_steps: int) -> None:
-        super().setup(adapters, total_steps)
-        self._adopt_schedule(resolve_schedule(self.config.init_warmup, self.config.final_warmup, total_steps))
-
-    def _adopt_schedule(self, schedule: Schedule) -> None:
-        """Take a schedule from ``setup`` or a checkpoint; the second one must agree with the first."""
-        if self.schedule is not None and self.schedule != schedule:
-            raise TrainingError(f"this run's rank schedule and the checkpoint's differ ({asdict(self.schedule)} vs "
-                                f"{asdict(schedule)}); resume with the run's own config (same epochs, max_steps, "
-                                "batch size, grad_accum and warmups)")
-        self.schedule = schedule
-
-    def _checked_schedule(self, ctx: StepContext) -> Schedule:
-        if self.schedule is None:
-            raise RuntimeError(f"{type(self).__name__}.setup(adapters, total_steps) must be called before training")
-        if ctx.total_steps != self.schedule.total_steps:
-            raise RuntimeError(f"the step context says T={ctx.total_steps}, "
-                               f"setup was given T={self.schedule.total_steps}")
-        return self.schedule
-
-    def _schedule_state(self) -> dict[str, Any]:
-        return {"schedule": None if self.schedule is None else asdict(self.schedule),
-                "importance": self.tracker.state_dict()}
-
-    def _load_schedule_state(self, state: dict[str, Any]) -> None:
-        if state["schedule"] is not None:
-            self._adopt_schedule(Schedule(**state["schedule"]))
-        self.tracker.load_state_dict(state["importance"])

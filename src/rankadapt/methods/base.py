@@ -21,22 +21,28 @@ A method is a small object with
   ``after_scheduler_step`` returned True. It checks that every process decided the same
   (``decision_tensors``), then copies rank 0's ``shared_tensors`` everywhere (docs/methods/README.md).
 
-Adding a method is one file with a subclass and ``@register_method``.
+Adding a method is one file: its settings (a subclass of
+:class:`~rankadapt.methods.settings.AdapterSettings` with the method's own keys, docstrings and checks),
+a policy subclass whose ``settings`` names it, and ``@register_method``. The policy also says how
+``method.budget`` maps onto its rank settings (:meth:`MethodPolicy.plan_budget`), which settings the
+report shows (``report_keys``) and which official ``run_glue.py`` flags select it (``glue_selectors``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from .. import distributed
-from ..config import MethodConfig
-from ..errors import ConfigError
-from ..layer import AdapterLinear
+from ..core import distributed
+from ..core.config import MethodSettings, register_method_settings
+from ..core.errors import ConfigError
+from ..core.layer import AdapterLinear
+from .budget_plans import BudgetPlan, Shape, uniform_plan
 
 Adapters = dict[str, AdapterLinear]
 """Adapted layers by full module name, in model order."""
@@ -61,6 +67,8 @@ class MethodPolicy:
     """Base policy: plain LoRA behaviour, no regulariser, no-op hooks, no state."""
 
     name: ClassVar[str] = ""
+    settings: ClassVar[type[MethodSettings]]
+    """The method's settings model: what ``method:`` holds when ``method.name`` is this method."""
     injects_adapters: ClassVar[bool] = True
     """False for the baselines that train (part of) the model itself."""
     trains_base: ClassVar[bool] = False
@@ -68,10 +76,39 @@ class MethodPolicy:
     gate_trainable: ClassVar[bool] = False
     rank_adaptive: ClassVar[bool] = False
     """True when the rank pattern changes during training (reported and logged)."""
+    report_keys: ClassVar[tuple[str, ...]] = ("lora_r",)
+    """Settings the report's settings table shows for this method (lora_alpha and budget follow)."""
+    glue_flags: ClassVar[tuple[str, ...]] = ("lora_r", "lora_alpha", "lora_dropout")
+    """Settings the official run_glue.py scripts pass as ``--<key> value`` for this method."""
+    glue_selectors: ClassVar[tuple[str, ...]] = ()
+    """Boolean flags of the official run_glue.py scripts that select this method (``apply_adalora``)."""
+    glue_fallback: ClassVar[bool] = False
+    """Selected by its flags only when no other method's flags are given (plain LoRA: ``--apply_lora``
+    also appears in the official AdaLoRA and ElaLoRA commands)."""
+    glue_ignored: ClassVar[dict[str, str]] = {}
+    """run_glue.py value flags the official script of this method accepts and ignores: flag -> why."""
 
-    def __init__(self, config: MethodConfig) -> None:
+    def __init__(self, config: MethodSettings) -> None:
         self.config = config
         self.total_steps: int | None = None
+
+    # -- settings a run derives from others ----------------------------------------------------------
+    @classmethod
+    def plan_budget(cls, budget: int, shapes: Sequence[Shape], explicit: dict[str, int]) -> BudgetPlan:
+        """The rank settings that make this method end with about ``budget`` adapter parameters on
+        matrices of ``shapes`` ((d_in, d_out) each). ``explicit`` holds the rank keys the user set.
+        Default: a uniform ``lora_r`` (docs/methods/README.md, budget matching); methods without
+        adapters have no budget."""
+        if not cls.injects_adapters:
+            adapters = ", ".join(n for n, c in _REGISTRY.items() if c.injects_adapters)
+            raise ConfigError(f"method.budget applies to adapter methods ({adapters}), not {cls.name}; remove method.budget")
+        return uniform_plan(cls.name, budget, shapes)
+
+    @classmethod
+    def selected_by_glue(cls, given: dict[str, Any], flags: dict[str, bool | None]) -> bool:
+        """Whether an official run_glue.py command line (value flags ``given``, booleans ``flags``) asks
+        for this method."""
+        return any(flags.get(flag) or (flag not in flags and given.get(flag)) for flag in cls.glue_selectors)
 
     # -- construction -----------------------------------------------------------------------------
     def capacity(self) -> int:
@@ -140,7 +177,7 @@ class MethodPolicy:
 
     def broadcast_state(self, adapters: Adapters) -> None:
         """Make a rank decision identical on every process: check that all decided the same (raising
-        :class:`~rankadapt.errors.TrainingError` if not), then rank 0's tensors win. Under DDP the
+        :class:`~rankadapt.core.errors.TrainingError` if not), then rank 0's tensors win. Under DDP the
         gradients are all-reduced, so the processes should agree; the broadcast keeps float-level
         drift from ever accumulating. A collective: every process calls it. No-op single-process."""
         if not distributed.is_distributed() or not adapters:
@@ -156,18 +193,33 @@ _REGISTRY: dict[str, type[MethodPolicy]] = {}
 
 
 def register_method(cls: type[MethodPolicy]) -> type[MethodPolicy]:
-    """Class decorator: make ``method.name: <cls.name>`` build this policy."""
+    """Class decorator: make ``method.name: <cls.name>`` validate with ``cls.settings`` and build this
+    policy. Works from outside the package too (a plug-in module imported before the config is read)."""
     if not cls.name:
         raise TypeError(f"{cls.__name__} needs a name")
+    settings = getattr(cls, "settings", None)
+    if settings is None or settings.model_fields["name"].default != cls.name:
+        raise TypeError(f"{cls.__name__}.settings must be a MethodSettings subclass with "
+                        f"name: Literal[{cls.name!r}] = {cls.name!r}")
+    register_method_settings(cls.name, settings)
     _REGISTRY[cls.name] = cls
     return cls
 
 
-def build_policy(config: MethodConfig) -> MethodPolicy:
-    if config.name not in _REGISTRY:
-        raise ConfigError(f"unknown method {config.name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[config.name](config)
+def policy_class(name: str) -> type[MethodPolicy]:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def build_policy(config: MethodSettings) -> MethodPolicy:
+    return policy_class(config.name)(config)
 
 
 def available_methods() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def registered_policies() -> dict[str, type[MethodPolicy]]:
+    """Every registered policy class by name, in registration order."""
+    return dict(_REGISTRY)

@@ -7,24 +7,54 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+from ..core.config import MethodSettings
 from .base import MethodPolicy, register_method
 
 
-@register_method
-class FullFineTuning(MethodPolicy):
-    name = "full"
-    injects_adapters = False
-    trains_base = True
+class NoTrainingSettings(MethodSettings):
+    """``none`` has no keys of its own."""
+
+    name: Literal["none"] = "none"
 
 
-@register_method
-class HeadOnly(MethodPolicy):
-    name = "head"
-    injects_adapters = False
+class HeadOnlySettings(MethodSettings):
+    """``head`` has no keys of its own."""
+
+    name: Literal["head"] = "head"
+
+
+class FullFineTuningSettings(MethodSettings):
+    """``full`` has no keys of its own."""
+
+    name: Literal["full"] = "full"
 
 
 @register_method
 class NoTraining(MethodPolicy):
     name = "none"
+    settings = NoTrainingSettings
     injects_adapters = False
     trains_head = False
+    report_keys = ()
+    glue_flags = ()
+
+
+@register_method
+class HeadOnly(MethodPolicy):
+    name = "head"
+    settings = HeadOnlySettings
+    injects_adapters = False
+    report_keys = ()
+    glue_flags = ()
+
+
+@register_method
+class FullFineTuning(MethodPolicy):
+    name = "full"
+    settings = FullFineTuningSettings
+    injects_adapters = False
+    trains_base = True
+    report_keys = ()
+    glue_flags = ()

@@ -1,6 +1,6 @@
 """ElaLoRA (Chang et al. 2025, arXiv 2504.00254; docs/methods/elalora.md): ranks move between matrices.
 
-The parameterisation, regulariser and importance scores are AdaLoRA's (:class:`.allocation.ImportancePolicy`):
+The parameterisation, regulariser and importance scores are AdaLoRA's (:class:`.importance.ImportancePolicy`):
 ΔW = s · B · diag(λ ⊙ m) · A, λ init 0, A, B ~ N(0, 0.02), s = lora_alpha / lora_r constant, loss
 term γ · Σ over matrices of (‖AAᵀ − I‖_F + ‖BᵀB − I‖_F) / 2L over the active slots only. Each matrix
 holds R = ``max_rank`` slots (default 2 × lora_r); the first lora_r start active (m = 1).
@@ -44,14 +44,18 @@ Choices and departures:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 
-from ..errors import ConfigError
-from ..layer import AdapterLinear
-from .allocation import ImportancePolicy, is_round_step, orthogonal_unit_vector, plan_round, round_size
-from .base import Adapters, StepContext, register_method
+from ..core.errors import ConfigError
+from ..core.layer import AdapterLinear
+from .allocation import is_round_step, orthogonal_unit_vector, plan_round, round_size
+from .base import Adapters, MethodPolicy, StepContext, register_method
+from .budget_plans import BudgetPlan, Shape, smallest_full_rank, uniform_plan
+from .importance import ImportancePolicy, ImportanceSettings
 
 DEFAULT_SEED = 0
 
@@ -69,9 +73,47 @@ def zero_slot_moments(optimizer: torch.optim.Optimizer, layer: AdapterLinear, sl
                 value[index] = 0
 
 
+class ElaLoRASettings(ImportanceSettings):
+    """ElaLoRA's keys (docs/methods/elalora.md). ``b`` and ``k`` keep the single letters of the official
+    scripts' flags (``--b``, ``--k``), so their commands paste unchanged."""
+
+    name: Literal["elalora"] = "elalora"
+    b: int = Field(4, gt=0)
+    """b: ranks moved per round (pruned in one place, grown in another), before the schedule shrinks it."""
+    k: int = Field(2, gt=0)
+    """k: most ranks one matrix gains or loses in a round."""
+    enable_scheduler: bool = True
+    """Shrink the round size as b_t = round(b (1 - p^3)), p the progress through the budgeting phase."""
+    max_rank: int | None = Field(None, gt=0)
+    """R: slots preallocated per matrix, the most rank one matrix can grow to (default 2 x lora_r)."""
+
+    @model_validator(mode="after")
+    def _capacity_holds_the_initial_rank(self) -> ElaLoRASettings:
+        if self.max_rank is not None and self.max_rank < self.lora_r:
+            raise ValueError(f"method.max_rank={self.max_rank} is below method.lora_r={self.lora_r}; raise max_rank")
+        return self
+
+
 @register_method
 class ElaLoRA(ImportancePolicy):
     name = "elalora"
+    settings = ElaLoRASettings
+    report_keys = ("lora_r", "max_rank", "b", "k")
+    glue_flags = MethodPolicy.glue_flags + (*ImportanceSettings.glue_keys, "b", "k", "enable_scheduler")
+    glue_selectors = ("apply_elalora",)
+    glue_ignored = {flag: "ElaLoRA keeps the initial total rank (docs/methods/elalora.md)"
+                    for flag in ("target_rank", "target_total_rank")}
+
+    @classmethod
+    def plan_budget(cls, budget: int, shapes: Sequence[Shape], explicit: dict[str, int]) -> BudgetPlan:
+        """The total active rank r·M is conserved while ranks move, so r = round(N / S) as for LoRA; the
+        final count moves with the allocation (it is r·S at the start)."""
+        plan = uniform_plan(cls.name, budget, shapes)
+        rank, full = plan.settings["lora_r"], smallest_full_rank(shapes)
+        if "max_rank" not in explicit and 2 * rank > full:
+            plan.settings["max_rank"] = full  # the default 2·r slots would exceed the smallest matrix's rank
+        plan.notes.append("ElaLoRA conserves the total rank; the final count moves with the allocation")
+        return plan
 
     def __init__(self, config) -> None:
         super().__init__(config)

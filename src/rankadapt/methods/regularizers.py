@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..layer import AdapterLinear
+from ..core.layer import AdapterLinear
 
 
 def orthogonal_penalty(adapters: dict[str, AdapterLinear]) -> torch.Tensor:

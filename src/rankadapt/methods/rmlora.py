@@ -25,7 +25,7 @@ Choices and departures from the official code:
   device), and the generator's state is saved in :meth:`RMLoRA.state_dict`, so a resumed run
   continues the same sequence. On resume the checkpoint's seed and state win over ``policy.seed``.
   Under DDP every step checks that all processes drew the same indices (one all-reduce of a digest,
-  :func:`rankadapt.distributed.assert_identical`) and stops with a ``TrainingError`` if not: masking
+  :func:`rankadapt.core.distributed.assert_identical`) and stops with a ``TrainingError`` if not: masking
   different rows on different processes would make the replicas drift apart silently.
 - **Masking the gradient is not freezing.** The mask acts on gradients (docs/methods/rmlora.md), so under
   AdamW a masked row still moves by its first-moment momentum and by weight decay; only its fresh
@@ -35,14 +35,18 @@ Choices and departures from the official code:
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 
-from .. import distributed
-from ..layer import AdapterLinear
+from ..core import distributed
+from ..core.layer import AdapterLinear
 from .base import Adapters, MethodPolicy, StepContext, register_method
+from .budget_plans import BudgetPlan, Shape, uniform_plan
 from .regularizers import orthogonal_regularization
+from .settings import AdapterSettings
 
 
 def draw_rank_indices(generator: torch.Generator, capacity: int, k: int) -> torch.Tensor:
@@ -68,11 +72,48 @@ def _slot_mask(indices: torch.Tensor, capacity: int, like: torch.Tensor) -> torc
     return mask
 
 
+class RMLoRASettings(AdapterSettings):
+    """RM-LoRA's keys (docs/methods/rmlora.md)."""
+
+    name: Literal["rmlora"] = "rmlora"
+    random_rank: int = Field(2, gt=0)
+    """Rank directions of each adapter that receive gradient at a step."""
+    lora_type: Literal["v1", "v2"] = "v1"
+    """v1: same random indices for A's rows and B's columns; v2: independent ones."""
+    reg_orth_coef: float = Field(0.1, ge=0.0)
+    """gamma, weight of the orthogonal regulariser: gamma times the sum of the A and B terms over 2 x
+    matrices, as the official code and PEFT's orth_reg_weight."""
+
+    @model_validator(mode="after")
+    def _draws_fit_the_rank(self) -> RMLoRASettings:
+        if self.random_rank > self.lora_r:
+            raise ValueError(f"method.random_rank={self.random_rank} exceeds method.lora_r={self.lora_r}; lower random_rank")
+        return self
+
+
 @register_method
 class RMLoRA(MethodPolicy):
     """LoRA with the orthogonal regulariser and random per-step gradient masks on A and B."""
 
     name = "rmlora"
+    settings = RMLoRASettings
+    report_keys = ("lora_r", "random_rank", "lora_type")
+    glue_flags = MethodPolicy.glue_flags + ("random_rank", "reg_orth_coef")
+
+    @classmethod
+    def selected_by_glue(cls, given: dict[str, Any], flags: dict[str, bool | None]) -> bool:
+        """The official RM-LoRA script is selected by its masking flags: ``--random_rank`` or
+        ``--lora_type v1|v2``."""
+        return "random_rank" in given or given.get("lora_type") in ("v1", "v2")
+
+    @classmethod
+    def plan_budget(cls, budget: int, shapes: Sequence[Shape], explicit: dict[str, int]) -> BudgetPlan:
+        """A uniform rank, as LoRA's; random_rank follows a rank below its default 2."""
+        plan = uniform_plan(cls.name, budget, shapes)
+        rank = plan.settings["lora_r"]
+        if "random_rank" not in explicit and rank < 2:
+            plan.settings["random_rank"] = rank  # the default random_rank (2) may not exceed the rank
+        return plan
 
     def __init__(self, config) -> None:
         super().__init__(config)

@@ -47,10 +47,16 @@ Choices and departures from the official code (TsinghuaC3I/SoRA, ``SparseAdamW``
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
+from typing import Literal
 
-from ..layer import AdapterLinear
+import torch
+from pydantic import Field
+
+from ..core.layer import AdapterLinear
 from .base import Adapters, MethodPolicy, StepContext, register_method
+from .budget_plans import BudgetPlan, Shape, uniform_plan
+from .settings import AdapterSettings
 
 
 def soft_threshold(g: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -70,13 +76,41 @@ def gate_l1(adapters: Adapters) -> torch.Tensor:
     return gates.abs().sum() / gates.numel()
 
 
+class SoRASettings(AdapterSettings):
+    """SoRA's keys (docs/methods/sora.md); ``lora_r`` is the rank every gate starts from."""
+
+    name: Literal["sora"] = "sora"
+    sparse_lambda: float = Field(0.0, ge=0.0)
+    """Weight of an optional L1 term on the gates in the loss: sparse_lambda x mean |g| over every gate
+    entry (the official code's sum divided by the number of gate entries)."""
+    sparse_lambda_2: float = Field(1e-3, ge=0.0)
+    """xi, the proximal threshold: g <- sign(g) max(|g| - tau, 0) after every optimizer step, with
+    tau = xi (``prox_threshold: xi``, the official code) or lr x xi (``lr_xi``, the paper's reading)."""
+    prox_threshold: Literal["xi", "lr_xi"] = "xi"
+    """SoRA's per-step threshold tau: xi itself, as the official SparseAdamW (default), or the current
+    learning rate times xi, as the paper's proximal-gradient update writes it."""
+    gate_init: Literal["normal", "ones"] = "normal"
+    """The gates' start: N(0, 1) draws as the official code (normal), or all ones (LoRA's scale)."""
+
+
 @register_method
 class SoRA(MethodPolicy):
     """LoRA with a trainable gate g, sparsified by a proximal step after every optimizer step."""
 
     name = "sora"
+    settings = SoRASettings
+    report_keys = ("lora_r", "sparse_lambda_2")
+    glue_flags = MethodPolicy.glue_flags + ("sparse_lambda", "sparse_lambda_2")
+    glue_selectors = ("train_sparse",)
     gate_trainable = True
     rank_adaptive = True
+
+    @classmethod
+    def plan_budget(cls, budget: int, shapes: Sequence[Shape], explicit: dict[str, int]) -> BudgetPlan:
+        """A uniform starting rank, as LoRA's; the proximal step prunes gates, so N is an upper bound."""
+        plan = uniform_plan(cls.name, budget, shapes)
+        plan.notes.append("SoRA prunes gates during training, so this is the starting count and an upper bound")
+        return plan
 
     def __init__(self, config) -> None:
         super().__init__(config)

@@ -1,0 +1,273 @@
+"""The run configuration's schema: every section and key, with its default, bounds and a docstring.
+
+Four sections (``model``, ``data``, ``method``, ``train``) plus ``output_dir``. Method
+hyperparameters keep the names of the source repositories (loralib, AdaLoRA, ElaLoRA, SoRA, RM-LoRA)
+so that their users recognise them: ``lora_r``, ``target_rank``, ``init_warmup``, ``sparse_lambda_2``,
+``random_rank`` ...
+
+The ``method`` section is the settings model of the method it names: each method module defines and
+registers its own (:class:`MethodSettings`). Validation is pydantic's (``extra="forbid"`` rejects
+unknown keys); loading a YAML file with overrides, and turning pydantic's errors into one
+:class:`~rankadapt.core.errors.ConfigError`, is :mod:`.config_files`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, field_validator,
+                      model_validator)
+
+
+MODULE_NAMES = ("query", "key", "value", "attention.output", "intermediate", "layer.output")
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+DATA_DIR_ENV = "RANKADAPT_DATA_DIR"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
+
+
+class ModelConfig(_Section):
+    name: str = DEFAULT_MODEL
+    """Hub id, local directory, or an id an installed package carries (see ``rankadapt.core.models``)."""
+    cls_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    """Dropout before the classifier; ``None`` keeps the model's own (ElaLoRA uses 0.15)."""
+
+
+class DataConfig(_Section):
+    task: str = "imdb"
+    """``imdb``, a GLUE task (``cola sst2 mrpc qqp stsb mnli qnli rte wnli``) or ``custom``."""
+    dir: str | None = None
+    """Root of local data (the ``../shared/data`` layout). Falls back to $RANKADAPT_DATA_DIR, then the hub."""
+    hub_dataset: str | None = None
+    """Hub dataset id to use instead of the task's default one (only when no local data is found)."""
+    train_file: str | None = None
+    """A CSV/TSV/JSONL file to train on instead of the task's own train split."""
+    eval_file: str | None = None
+    """A CSV/TSV/JSONL file to evaluate on instead of the task's own validation split."""
+    text_column: str | None = None
+    """Column holding the text (default: the task's own name for it, ``text`` for custom files)."""
+    text_pair_column: str | None = None
+    """Column holding the second text of a pair task (default: the task's own; none for custom files)."""
+    label_column: str | None = None
+    """Column holding the label (default: the task's own name for it, ``label`` for custom files)."""
+    label_names: list[str] | None = None
+    """Label vocabulary for ``custom`` files; index i is class i. Inferred (sorted) when omitted."""
+    train_limit: int | None = Field(None, gt=0)
+    """Use a stratified, seeded subset of this many training examples."""
+    eval_limit: int | None = Field(None, gt=0)
+    """Use a stratified, seeded subset of this many evaluation examples (per eval split)."""
+    validation_size: float = Field(0.1, gt=0.0, lt=1.0)
+    """Fraction of train held out as validation when the task has no validation split (IMDB)."""
+    split_seed: int = Field(1234, ge=0, lt=2**32)
+    """Seed of the held-out split and the subsets; fixed so every run sees the same examples."""
+    max_length: int = 128
+    """Tokens per example after truncation (at least 8; lowered to the model's positions when left at 128)."""
+    padding: Literal["longest", "max_length"] = "longest"
+    """Pad each batch to its longest example (dynamic padding), or every batch to ``max_length``
+    (fixed shapes, as ``tokenizer(padding="max_length")`` gives; slower, for comparison or for
+    compilers that want one shape)."""
+    cache_dir: str | None = None
+    """Where tokenised datasets are cached (default ``~/.cache/rankadapt``)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.max_length < 8:
+            raise ValueError(f"data.max_length={self.max_length} is too short; use at least 8 (128 is typical)")
+        if self.task == "custom" and not self.train_file:
+            raise ValueError("data.task=custom needs data.train_file (and usually data.eval_file, text_column, label_column)")
+        return self
+
+
+class MethodSettings(_Section):
+    """The ``method:`` section: the base of every method's settings.
+
+    Each method module defines a subclass holding its own keys (fields, defaults, docstrings,
+    checks; see :class:`rankadapt.methods.settings.AdapterSettings` for the keys every adapter method
+    shares) and registers it with :func:`rankadapt.methods.register_method`. ``RunConfig.method`` is
+    then the union of the registered settings, told apart by ``name``: a key the chosen method does
+    not read is rejected with the names of the methods that do.
+    """
+
+    name: str
+    """The method: one registered with ``rankadapt.methods.register_method`` (none, head, full, lora,
+    adalora, elalora, sora, rmlora, or your own)."""
+    modules_to_save: list[str] | None = None
+    """Modules trained in full and saved with the adapter; default: the classification head."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_other_methods(cls, values: Any) -> Any:
+        """A key this method does not read is an error that names the methods reading it, so that a
+        typo in a sweep (target_rank on a LoRA run) cannot silently change nothing."""
+        if not isinstance(values, dict):
+            return values
+        unused = sorted(set(values) - set(cls.model_fields))
+        if unused:
+            name = values.get("name", cls.model_fields["name"].default)
+            users = {k: [m for m, settings in _METHOD_SETTINGS.items() if k in settings.model_fields] for k in unused}
+            hints = "; ".join(f"method.{k} is read by {', '.join(v) or 'no method'}" for k, v in users.items())
+            raise ValueError(f"method.name={name} does not use {', '.join(unused)} ({hints}); remove them")
+        return values
+
+    @property
+    def is_adapter(self) -> bool:
+        """True for methods that inject adapters (their settings derive from AdapterSettings)."""
+        return False
+
+
+_METHOD_SETTINGS: dict[str, type[MethodSettings]] = {}
+"""Registered settings by method name, in registration order (filled by ``register_method``)."""
+DEFAULT_METHOD = "lora"
+
+
+def register_method_settings(name: str, settings: type[MethodSettings]) -> None:
+    """Make ``method.name: <name>`` validate with ``settings`` (called by ``register_method``)."""
+    if not (isinstance(settings, type) and issubclass(settings, MethodSettings)):
+        raise TypeError(f"the settings of method {name!r} must subclass rankadapt.core.config.MethodSettings")
+    _METHOD_SETTINGS[name] = settings
+
+
+def method_names() -> list[str]:
+    """Registered methods, in registration order."""
+    return list(_METHOD_SETTINGS)
+
+
+def method_keys(name: str) -> set[str]:
+    """The hyperparameters method ``name`` reads (not ``name`` and ``modules_to_save``); empty if unknown."""
+    settings = _METHOD_SETTINGS.get(name)
+    return set(settings.model_fields) - {"name", "modules_to_save"} if settings else set()
+
+
+def settings_class(name: Any) -> type[MethodSettings]:
+    if name not in _METHOD_SETTINGS:
+        choices = ", ".join(repr(m) for m in _METHOD_SETTINGS)
+        raise ValueError(f"method.name: Input should be one of {choices} (got {name!r}); a method of your own "
+                         "is registered with rankadapt.methods.register_method")
+    return _METHOD_SETTINGS[name]
+
+
+def MethodConfig(**values: Any) -> MethodSettings:  # noqa: N802  (reads as the class it builds)
+    """The validated settings of method ``values["name"]`` (default lora), e.g.
+    ``MethodConfig(name="adalora", lora_r=6, target_rank=4)``; raises pydantic's ValidationError."""
+    return settings_class(values.get("name", DEFAULT_METHOD)).model_validate(values)
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(3.0, gt=0.0)
+    """Passes over the training split (fractions allowed); ``max_steps`` overrides it."""
+    max_steps: int | None = Field(None, gt=0)
+    """Optimizer steps; overrides epochs when set."""
+    batch_size: int = Field(32, gt=0)
+    """Global batch per optimizer step = batch_size x grad_accum (batch_size is split over processes)."""
+    eval_batch_size: int | None = Field(None, gt=0)
+    """Examples per evaluation batch (default 2 x batch_size)."""
+    learning_rate: float = Field(5e-4, gt=0.0)
+    """Peak learning rate of AdamW (after warmup, then linear decay to 0)."""
+    weight_decay: float = Field(0.01, ge=0.0)
+    """AdamW's decoupled weight decay; biases, LayerNorm weights and gates are exempt."""
+    warmup_steps: int = Field(0, ge=0)
+    """Optimizer steps of linear warmup from 0 to learning_rate."""
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    """Warmup as a fraction of the total steps, used when warmup_steps is 0."""
+    max_grad_norm: float | None = Field(1.0, gt=0.0)
+    """Clip the global gradient norm to this value before each optimizer step; null = no clipping."""
+    grad_accum: int = Field(1, gt=0)
+    """Micro-batches accumulated per optimizer step."""
+    seed: int = Field(42, ge=0, lt=2**32)
+    """Seeds Python, NumPy and torch; NumPy takes 0 .. 2**32 - 1."""
+    eval_strategy: Literal["steps", "epoch", "no"] = "epoch"
+    """When to evaluate during training: every eval_steps steps, at each epoch end, or only after the last step."""
+    eval_steps: int = Field(500, gt=0)
+    """Optimizer steps between two evaluations (eval_strategy=steps); each writes checkpoint/."""
+    logging_steps: int = Field(20, gt=0)
+    """Optimizer steps between two ``train`` records (mean loss, lr) in metrics.jsonl."""
+    metric_for_best: str | None = None
+    """Eval metric that picks the best model (default: the task's main metric)."""
+    export: Literal["best", "last"] = "best"
+    """Which model ``adapter/`` holds."""
+    resume: bool = False
+    """Continue the run in output_dir from its checkpoint/ (same settings; a longer schedule is allowed)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast the forward pass to bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: a visible GPU when there is one (auto), or force cpu / cuda."""
+    fast_dropout: bool = True
+    """CPU training draws dropout masks from 16-bit random integers, under a quarter of torch's cost (p rounded
+    to a multiple of 1/65536; see ``rankadapt.core.dropout``). No effect on GPU or in evaluation."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (less padding, same examples per epoch)."""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes for the training split (0 = in the main process)."""
+    tensorboard: bool = True
+    """Also write TensorBoard event files under output_dir/tensorboard/."""
+    progress: bool = True
+    """Show progress bars on stderr (main process only)."""
+    threads: int | None = Field(None, gt=0)
+    """torch CPU threads (default: torch's choice)."""
+    # --- consistency training (tasks.text_classification.augment; microsoft/LoRA's mnli.cutoff/rdrop.sh) ---
+    aug_type: Literal["token_cutoff", "span_cutoff", "dim_cutoff"] | None = None
+    """Cutoff (Shen et al. 2020): also train on a view with part of the input embeddings zeroed."""
+    aug_cutoff_ratio: float = Field(0.1, gt=0.0, lt=1.0)
+    """Fraction of the tokens (token/span cutoff) or embedding features (dim cutoff) zeroed."""
+    aug_ce_loss: float = Field(1.0, ge=0.0)
+    """Weight of the cross-entropy of the cut-off view."""
+    aug_js_loss: float = Field(1.0, ge=0.0)
+    """Weight of the Jensen-Shannon divergence between the original and the cut-off predictions."""
+    reg_loss_wgt: float = Field(0.0, ge=0.0)
+    """R-drop (Liang et al. 2021): weight of the symmetric KL between two dropout passes; 0 = off."""
+
+    @field_validator("mixed_precision", "eval_strategy", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: Any) -> Any:
+        """YAML reads a bare ``no`` as false; these options spell it 'no'."""
+        return "no" if value is False else value
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.mixed_precision == "fp16" and self.device == "cpu":
+            raise ValueError("train.mixed_precision=fp16 needs a GPU; use bf16 on CPU or 'no'")
+        if self.aug_type and self.reg_loss_wgt:
+            raise ValueError("train.aug_type (Cutoff) and train.reg_loss_wgt (R-drop) each add a second forward "
+                             "pass; choose one of them")
+        if self.aug_type and not (self.aug_ce_loss or self.aug_js_loss):
+            raise ValueError(f"train.aug_type={self.aug_type} with train.aug_ce_loss=0 and train.aug_js_loss=0 "
+                             "trains nothing on the cut-off view; set one of them above 0 or remove train.aug_type")
+        return self
+
+
+class RunConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The base model."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """The task and its data."""
+    method: SerializeAsAny[MethodSettings] = Field(default_factory=MethodConfig)
+    """The method and its hyperparameters (``rankadapt config show --help-keys method.name=X`` lists them)."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """The optimizer, the schedule, evaluation, checkpoints and the device."""
+    output_dir: str = "runs/{task}-{method}-seed{seed}"
+    """Run directory; ``{task}``, ``{method}``, ``{seed}`` and ``{model}`` are filled in."""
+    init_from: str | None = None
+    """Start the adapters (and the head, when its shape fits) from another run's adapter: a run
+    directory, an adapter directory or a loralib checkpoint, e.g. MNLI → MRPC as in the source
+    repositories. Ranks are padded or truncated (see ``rankadapt.methods.init_from``)."""
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_settings(cls, value: Any) -> Any:
+        """A mapping becomes the registered settings of its ``name`` (a union told apart by name)."""
+        if isinstance(value, dict):
+            return settings_class(value.get("name", DEFAULT_METHOD)).model_validate(value)
+        return value
+
+    def resolved_output_dir(self) -> Path:
+        model = self.model.name.rstrip("/").split("/")[-1]
+        return Path(self.output_dir.format(task=self.data.task, method=self.method.name,
+                                           seed=self.train.seed, model=model))
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML that loads back (the method section holds its own keys only)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Recipes: training (finetune) and what is done with its outputs (evaluate, predict, merged export)."""

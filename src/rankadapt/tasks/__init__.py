@@ -1,0 +1,1 @@
+"""Task families: how examples are read, encoded, batched and scored."""
