@@ -5,7 +5,7 @@
 
 Variants: ``floor`` (the frozen model's forward and backward with gradients flowing through every
 layer to the pixels: the least any adapter method can cost), ``head`` (the linear probe), rankadapt's
-``lora`` (the fused adapter product, ``rankadapt.layer``) and stock PEFT's ``peft-lora``, both at
+``lora`` (the fused adapter product, ``rankadapt.core.layer``) and stock PEFT's ``peft-lora``, both at
 r = 8 on the same 72 linear maps (query, key, value, attention.output, intermediate, layer.output of
 all 12 blocks: ``attention.q_proj/k_proj/v_proj/o_proj``, ``mlp.fc1/fc2``) with a 10-class head.
 
@@ -41,9 +41,9 @@ def build(variant: str, model_name: str):
     """(model, optimizer, image size) for one variant, all weights seeded identically."""
     import torch
 
-    from rankadapt.config import MethodConfig, ModelConfig
-    from rankadapt.model import prepare_model
-    from rankadapt.targets import find_targets
+    from rankadapt.core.config import MethodConfig, ModelConfig
+    from rankadapt.methods.adapting import prepare_model
+    from rankadapt.core.targets import find_targets
     from rankadapt.tasks.image_classification import image_model_from_config, load_image_model
 
     torch.manual_seed(0)

@@ -23,8 +23,8 @@ from types import SimpleNamespace
 
 import torch
 
-from rankadapt.config import MethodConfig
-from rankadapt.model import prepare_model
+from rankadapt.core.config import MethodConfig
+from rankadapt.methods.adapting import prepare_model
 from rankadapt.tasks.summarization import (SummarizationFamily, SummarizationSettings, lead_1, rouge_scores,
                                            target_patterns)
 from rankadapt.tasks.summarization.data import length_sorted_batches

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rankadapt.config import DataConfig
-from rankadapt.errors import DataError
+from rankadapt.core.config import DataConfig
+from rankadapt.core.errors import DataError
 from rankadapt.tasks.image_classification import (ImageClassificationFamily, ImageClassificationSettings,
                                                   ImageCollator, align_to_training, encode_images,
                                                   load_image_data, load_rgb, preprocess, read_image_folder,

@@ -89,7 +89,7 @@ def test_family_evaluates_predicts_and_describes_its_export(tmp_path):
 
 
 def test_predict_names_an_unreadable_image(tmp_path):
-    from rankadapt.errors import DataError
+    from rankadapt.core.errors import DataError
 
     (tmp_path / "bad.jpg").write_bytes(b"\x00\x01")
     with pytest.raises(DataError, match=r"rankadapt predict: 1 image\(s\) cannot be read: .*bad.jpg"):

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 from transformers import AutoModelForImageClassification
 
-from rankadapt.config import METHOD_NAMES, MODULE_NAMES, MethodConfig, ModelConfig
-from rankadapt.export import export_merged, export_peft, load_peft_adapter
-from rankadapt.layer import AdapterLinear
+from rankadapt.core.config import MODULE_NAMES, MethodConfig, ModelConfig, method_names
+from rankadapt.methods.export import export_merged, export_peft, load_peft_adapter
+from rankadapt.core.layer import AdapterLinear
 from rankadapt.methods import StepContext
-from rankadapt.model import prepare_model
-from rankadapt.targets import find_targets
+from rankadapt.methods.adapting import prepare_model
+from rankadapt.core.targets import find_targets
 from rankadapt.tasks.image_classification import load_image_model, load_image_processor, load_rgb
 
 from image_helpers import CIFAR10, DINOV2_SMALL, VISION_ARCHITECTURES, tiny_pixels, tiny_vision_model
@@ -217,7 +217,7 @@ def run_policy(method: str):
     return adapted.model.eval() and adapted
 
 
-@pytest.mark.parametrize("method", [m for m in METHOD_NAMES if m != "none"])
+@pytest.mark.parametrize("method", [m for m in method_names() if m != "none"])
 def test_every_method_trains_on_images_and_adapters_export(method, tmp_path):
     before = tiny_vision_model("vit").state_dict()
     adapted = run_policy(method)

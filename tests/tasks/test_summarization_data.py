@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rankadapt.errors import DataError
+from rankadapt.core.errors import DataError
 from rankadapt.tasks.summarization import PairColumns, Seq2SeqCollator, SummaryPair, encode_pairs, read_pairs
 from rankadapt.tasks.summarization.data import length_sorted_batches, truncate
 from rankadapt.tasks.summarization.family import SummarizationFamily

@@ -11,9 +11,9 @@ import pytest
 import torch
 import transformers
 
-from rankadapt.config import MethodConfig
-from rankadapt.errors import ModelError
-from rankadapt.model import prepare_model
+from rankadapt.core.config import MethodConfig
+from rankadapt.core.errors import ModelError
+from rankadapt.methods.adapting import prepare_model
 from rankadapt.tasks.summarization import (GenerationSettings, SummarizationFamily, SummarizationSettings,
                                            generate_ids, label_smoothed_loss, load_seq2seq_model, target_patterns)
 from rankadapt.tasks.summarization.family import decode_outputs

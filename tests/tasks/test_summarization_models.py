@@ -11,11 +11,11 @@ import pytest
 import torch
 import transformers
 
-from rankadapt.config import MethodConfig
-from rankadapt.errors import ModelError
-from rankadapt.export import export_merged, export_peft
+from rankadapt.core.config import MethodConfig
+from rankadapt.core.errors import ModelError
+from rankadapt.methods.export import export_merged, export_peft
 from rankadapt.methods.base import StepContext
-from rankadapt.model import AdaptedModel, prepare_model
+from rankadapt.methods.adapting import AdaptedModel, prepare_model
 from rankadapt.tasks.summarization import SEQ2SEQ_MODULE_NAMES, target_patterns
 from rankadapt.tasks.summarization.family import SummarizationFamily
 from rankadapt.tasks.summarization.generation import seq2seq_loss

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...errors import DataError
+from ...core.errors import DataError
 from .images import (UNREADABLE, ImageExamples, align_to_training, limit_examples, load_rgb, read_images,
                      unreadable_images_error, vtab1k_split)
 from .metrics import TOP_K, classification_metrics, top_k_predictions
@@ -156,7 +156,7 @@ class ImageClassificationFamily:
         return load_image_model(model, spec.label_names)
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        from ...targets import head_module_names
+        from ...core.targets import head_module_names
         return head_module_names(model)
 
     def encode(self, split: str, examples: ImageExamples, processor, config,

@@ -26,8 +26,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from ...data.loading import class_ids, infer_label_names, read_table, sample_indices  # -> tasks/subsets, text files
-from ...errors import DataError
+from ..text_classification.files import read_table
+from ..text_classification.labels import class_ids, infer_label_names, sample_indices
+from ...core.errors import DataError
 
 # What Pillow raises for a file that is not a readable image (DecompressionBombError is no OSError).
 UNREADABLE = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)

@@ -16,10 +16,10 @@ from typing import Sequence
 
 import torch
 
-from ...config import ModelConfig
-from ...errors import ModelError
-from ...models import resolve_model_path
-from ...targets import MODULE_MAPS
+from ...core.config import ModelConfig
+from ...core.errors import ModelError
+from ...core.models import resolve_model_path
+from ...core.targets import MODULE_MAPS
 
 VIT_FAMILY_MODULES = {
     "query": r"\.attention\.(q_proj|attention\.query)$",

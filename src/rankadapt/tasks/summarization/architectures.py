@@ -5,7 +5,7 @@ adapt ``q_proj, k_proj, v_proj, out_proj, fc1, fc2`` of BART: the attention proj
 encoder's self-attention, the decoder's self-attention and its cross-attention (``encoder_attn``),
 and both feed-forward maps of every layer. :data:`SEQ2SEQ_MODULE_MAPS` maps those six names onto
 regular expressions per ``model_type``; :func:`target_patterns` turns a list of them into
-``method.target_modules`` for :func:`rankadapt.model.prepare_model`.
+``method.target_modules`` for :func:`rankadapt.methods.adapting.prepare_model`.
 
 An :class:`~transformers.EncoderDecoderModel` (the "bert2bert" recipe of Rothe et al., 2020: encoder
 and decoder warm-started from encoder checkpoints, cross-attention new) is mapped part by part with
@@ -18,8 +18,8 @@ import difflib
 
 from torch import nn
 
-from ...errors import ModelError
-from ...models import resolve_model_path
+from ...core.errors import ModelError
+from ...core.models import resolve_model_path
 
 SEQ2SEQ_MODULE_NAMES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 

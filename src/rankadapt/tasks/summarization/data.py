@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ...errors import DataError
+from ...core.errors import DataError
 
 log = logging.getLogger(__name__)
 

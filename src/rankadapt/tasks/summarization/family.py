@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from ...config import DATA_DIR_ENV
-from ...errors import DataError, ModelError
-from ...models import resolve_model_path
+from ...core.config import DATA_DIR_ENV
+from ...core.errors import DataError, ModelError
+from ...core.models import resolve_model_path
 from .architectures import load_seq2seq_model, start_token_to_strip
 from .data import LABEL_PAD_ID, EncodedPairs, PairColumns, Seq2SeqCollator, SummaryPair, encode_pairs, read_pairs
 from .generation import GenerationSettings, generate_summaries, per_example_loss, seq2seq_loss, teacher_forced_logits
