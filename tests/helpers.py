@@ -65,3 +65,18 @@ def custom_task_args(tmp: Path, model_dir: Path, run_dir: Path, n_train: int = 6
             "data.text_column=text", "data.label_column=label", "data.max_length=16", f"data.cache_dir={tmp / 'cache'}",
             "train.batch_size=8", "train.epochs=2", "train.learning_rate=5e-3", "train.progress=false",
             "train.logging_steps=1", "train.device=cpu", f"output_dir={run_dir}"]
+
+
+def perturbed_as_if_trained(adapted):
+    """``adapted`` with non-zero B factors and a perturbed head (seeded), as after training, so that an
+    export or merge that dropped a part would change the logits."""
+    import torch
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for layer in adapted.adapters.values():
+            layer.lora_B.normal_(std=0.2)
+        for head in adapted.head_modules:
+            for p in adapted.model.get_submodule(head).parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    return adapted

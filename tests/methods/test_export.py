@@ -13,6 +13,7 @@ from rankadapt.core.config import MODULE_NAMES, MethodConfig
 from rankadapt.methods.export import export_merged, export_peft, load_peft_adapter
 from rankadapt.methods.adapting import prepare_model
 
+from helpers import perturbed_as_if_trained
 from conftest import tiny_batch, tiny_model
 
 
@@ -24,14 +25,7 @@ def logits(model, batch):
 def trained_adapter(arch: str, **method):
     """A LoRA model whose adapters and head hold random (non-zero) values, as after training."""
     adapted = prepare_model(tiny_model(arch), MethodConfig(name="lora", lora_module=list(MODULE_NAMES), **method))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for layer in adapted.adapters.values():
-            layer.lora_B.normal_(std=0.2)
-        for head in adapted.head_modules:
-            for p in adapted.model.get_submodule(head).parameters():
-                p.add_(torch.randn_like(p) * 0.1)
-    return adapted
+    return perturbed_as_if_trained(adapted)
 
 
 def test_export_loads_in_stock_peft_with_equal_logits(arch, tmp_path):

@@ -18,6 +18,7 @@ from rankadapt.methods.adapting import prepare_model
 from rankadapt.core.targets import find_targets
 from rankadapt.tasks.image_classification import load_image_model, load_image_processor, load_rgb
 
+from helpers import perturbed_as_if_trained
 from image_helpers import CIFAR10, DINOV2_SMALL, VISION_ARCHITECTURES, tiny_pixels, tiny_vision_model
 
 # Written out by hand (not derived from the map) so the test can catch a wrong map.
@@ -50,14 +51,7 @@ def trained_lora(arch: str, r: int = 4) -> object:
     """LoRA on all six roles with non-zero B and a perturbed head, as after training."""
     adapted = prepare_model(tiny_vision_model(arch), MethodConfig(name="lora", lora_r=r, lora_alpha=8,
                                                                    lora_module=SIX))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for layer in adapted.adapters.values():
-            layer.lora_B.normal_(std=0.2)
-        for head in adapted.head_modules:
-            for p in adapted.model.get_submodule(head).parameters():
-                p.add_(torch.randn_like(p) * 0.1)
-    return adapted
+    return perturbed_as_if_trained(adapted)
 
 
 # -- module names -------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ longest member, with ``-100`` (ignored by the loss) in the labels.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from ...core.errors import DataError
+from ..text_classification.files import json_records
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,7 @@ def read_pairs(path: str | Path, columns: PairColumns = PairColumns()) -> list[S
 
 
 def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    content = path.read_text(encoding="utf-8-sig")
-    try:
-        if path.suffix.lower() == ".json" and content.lstrip().startswith("["):
-            records = list(enumerate(json.loads(content), start=1))
-        else:
-            records = [(n, json.loads(line)) for n, line in enumerate(content.splitlines(), start=1) if line.strip()]
-    except json.JSONDecodeError as err:
-        raise DataError(f"cannot read {path}: invalid JSON ({err}); write one JSON object per line") from None
-    for number, record in records:
+    for number, record in json_records(path):
         if not isinstance(record, dict):
             raise DataError(f"{path}, record {number}: expected a JSON object like "
                             '{"document": ..., "summary": ...}, got ' + type(record).__name__)

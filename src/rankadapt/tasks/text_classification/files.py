@@ -152,16 +152,21 @@ def _check_malformed(path: Path, malformed: int, total: int, first_bad: int | No
     log.warning("%s; skipped them", message)
 
 
-def _read_json(path: Path, wanted) -> RawTable:
-    """JSON lines (one object per line), or a .json file holding one list of objects."""
+def json_records(path: Path) -> list[tuple[int, Any]]:
+    """(record number, decoded value) of a JSON-lines file, or of a .json file holding one list
+    (numbers from 1: the line of a JSON-lines file, the position in the list)."""
     content = path.read_text(encoding="utf-8-sig")
     try:
         if path.suffix.lower() == ".json" and content.lstrip().startswith("["):
-            records = list(enumerate(json.loads(content), start=1))
-        else:
-            records = [(n, json.loads(line)) for n, line in enumerate(content.splitlines(), start=1) if line.strip()]
+            return list(enumerate(json.loads(content), start=1))
+        return [(n, json.loads(line)) for n, line in enumerate(content.splitlines(), start=1) if line.strip()]
     except json.JSONDecodeError as err:
         raise DataError(f"cannot read {path}: invalid JSON ({err}); write one JSON object per line") from None
+
+
+def _read_json(path: Path, wanted) -> RawTable:
+    """JSON lines (one object per line), or a .json file holding one list of objects."""
+    records = json_records(path)
     if not records:
         raise DataError(f"{path} has no data rows; fill it or point to another file")
     if not all(isinstance(obj, dict) for _, obj in records):
