@@ -80,3 +80,13 @@ def perturbed_as_if_trained(adapted):
             for p in adapted.model.get_submodule(head).parameters():
                 p.add_(torch.randn_like(p) * 0.1)
     return adapted
+
+
+def assert_adapter_gradients_match_peft(adapted, reference) -> None:
+    """Every adapter's A and B gradients equal those of the same module in a stock PEFT model."""
+    import torch
+
+    for name, layer in adapted.adapters.items():
+        module = reference.base_model.model.get_submodule(name)
+        torch.testing.assert_close(layer.lora_A.grad, module.lora_A["default"].weight.grad, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(layer.lora_B.grad, module.lora_B["default"].weight.grad, atol=1e-6, rtol=1e-5)

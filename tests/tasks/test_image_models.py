@@ -18,7 +18,7 @@ from rankadapt.methods.adapting import prepare_model
 from rankadapt.core.targets import find_targets
 from rankadapt.tasks.image_classification import load_image_model, load_image_processor, load_rgb
 
-from helpers import perturbed_as_if_trained
+from helpers import assert_adapter_gradients_match_peft, perturbed_as_if_trained
 from image_helpers import CIFAR10, DINOV2_SMALL, VISION_ARCHITECTURES, tiny_pixels, tiny_vision_model
 
 # Written out by hand (not derived from the map) so the test can catch a wrong map.
@@ -145,10 +145,7 @@ def test_parity_with_peft_lora_outputs_and_gradients(arch):
     torch.testing.assert_close(ours.logits, theirs.logits, atol=1e-6, rtol=0)
     ours.loss.backward()
     theirs.loss.backward()
-    for name, layer in adapted.adapters.items():
-        module = reference.base_model.model.get_submodule(name)
-        torch.testing.assert_close(layer.lora_A.grad, module.lora_A["default"].weight.grad, atol=1e-6, rtol=1e-5)
-        torch.testing.assert_close(layer.lora_B.grad, module.lora_B["default"].weight.grad, atol=1e-6, rtol=1e-5)
+    assert_adapter_gradients_match_peft(adapted, reference)
 
 
 def assert_exports_reproduce_logits(adapted, arch: str, directory, merged: bool = True) -> None:
