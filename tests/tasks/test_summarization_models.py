@@ -39,9 +39,7 @@ LAYOUT = {
 }
 _T5_ATTENTION = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "out_proj": "o"}
 _BERT_ATTENTION = {"q_proj": "self.query", "k_proj": "self.key", "v_proj": "self.value", "out_proj": "output.dense"}
-# T5's feed-forward reads `self.wo.weight.dtype`, which AdapterLinear does not expose (it keeps the
-# weight at `.base.weight`), so a T5 model with wo adapted cannot run forward yet: see the xfail below.
-RUNNABLE = {arch: list(SEQ2SEQ_MODULE_NAMES) for arch in SEQ2SEQ_ARCHITECTURES} | {"t5": list(SEQ2SEQ_MODULE_NAMES[:5])}
+RUNNABLE = {arch: list(SEQ2SEQ_MODULE_NAMES) for arch in SEQ2SEQ_ARCHITECTURES}
 
 
 def expected_modules(arch: str, names) -> set[str]:
@@ -105,11 +103,13 @@ def test_output_unchanged_at_init(arch):
     torch.testing.assert_close(logits(adapted.model, batch), expected, atol=0, rtol=0)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="AdapterLinear has no .weight; T5's DenseReluDense reads self.wo.weight.dtype")
 def test_t5_feed_forward_output_map_runs():
-    adapted = lora(tiny_seq2seq("t5"), names=["fc2"])
-    logits(adapted.model, seq2seq_batch())
+    """T5's feed-forward casts to ``self.wo.weight.dtype``: an adapted wo exposes its base weight."""
+    base = tiny_seq2seq("t5")
+    expected = logits(base, seq2seq_batch())
+    adapted = lora(base, names=["fc2"])
+    assert adapted.model.get_submodule("encoder.block.0.layer.1.DenseReluDense.wo").weight.dtype == torch.float32
+    torch.testing.assert_close(logits(adapted.model, seq2seq_batch()), expected, atol=0, rtol=0)
 
 
 def test_unknown_names_and_architectures_get_clear_errors():

@@ -96,6 +96,17 @@ class AdapterLinear(nn.Module):
     def gate_trainable(self) -> bool:
         return isinstance(self.lora_E, nn.Parameter)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base map's weight W (read-only here), for model code that reads ``layer.weight``: T5's
+        feed-forward casts to ``wo.weight.dtype``. PEFT's LoRA layers expose it the same way."""
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The base map's bias b (read-only here), as :attr:`weight`."""
+        return self.base.bias
+
     def rank_weights(self, input_scale: float = 1.0) -> torch.Tensor:
         """s · (g ⊙ m): the per-rank multiplier between A and B; ``input_scale`` folds in one more
         factor (fast dropout's 1 / (1 - p)) at the cost of R multiplications."""
