@@ -70,3 +70,11 @@ def checkpoint_round_trip(model, optimizer, scheduler, policy) -> dict:
                 "scheduler": scheduler.state_dict(), "policy": policy.state_dict()}, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=False)
+
+
+def restore_round_trip(saved: dict, model, optimizer, scheduler, policy) -> None:
+    """Load what :func:`checkpoint_round_trip` returned into a freshly built run."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    policy.load_state_dict(saved["policy"])

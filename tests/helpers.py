@@ -90,3 +90,17 @@ def assert_adapter_gradients_match_peft(adapted, reference) -> None:
         module = reference.base_model.model.get_submodule(name)
         torch.testing.assert_close(layer.lora_A.grad, module.lora_A["default"].weight.grad, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(layer.lora_B.grad, module.lora_B["default"].weight.grad, atol=1e-6, rtol=1e-5)
+
+
+def copy_adapters_into_peft(adapted, reference) -> None:
+    """Give a stock PEFT LoRA model ``reference`` the A, B and head weights of ``adapted``."""
+    import torch
+
+    with torch.no_grad():
+        for name, layer in adapted.adapters.items():
+            module = reference.base_model.model.get_submodule(name)
+            module.lora_A["default"].weight.copy_(layer.lora_A)
+            module.lora_B["default"].weight.copy_(layer.lora_B)
+        for head in adapted.head_modules:
+            theirs = reference.base_model.model.get_submodule(head).modules_to_save["default"]
+            theirs.load_state_dict(adapted.model.get_submodule(head).state_dict())

@@ -14,7 +14,7 @@ from rankadapt.methods import StepContext
 from rankadapt.methods.allocation import budget_schedule, select_to_keep
 from rankadapt.methods.adapting import prepare_model
 
-from conftest import assert_stock_peft_matches, checkpoint_round_trip, tiny_batch, tiny_model
+from conftest import assert_stock_peft_matches, checkpoint_round_trip, restore_round_trip, tiny_batch, tiny_model
 
 # T = 20, t_i = 3, t_f = 6: warmup t <= 3, budgeting 3 < t <= 14, final t >= 15.
 T, TI, TF = 20, 3, 6
@@ -246,10 +246,7 @@ def test_state_round_trip_resumes_with_identical_decisions(trained):
         train_step(first, optimizer, scheduler, t)
     saved = checkpoint_round_trip(first.model, optimizer, scheduler, first.policy)
     resumed, optimizer, scheduler = make_run()
-    resumed.model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    resumed.policy.load_state_dict(saved["policy"])
+    restore_round_trip(saved, resumed.model, optimizer, scheduler, resumed.policy)
     for t in range(7, T):
         train_step(resumed, optimizer, scheduler, t)
         assert all(torch.equal(resumed.policy.keep[n], reference[t][n]) for n in reference[t])

@@ -13,7 +13,7 @@ from rankadapt.methods import StepContext
 from rankadapt.methods.elalora import zero_slot_moments
 from rankadapt.methods.adapting import prepare_model
 
-from conftest import assert_stock_peft_matches, checkpoint_round_trip, tiny_batch, tiny_model
+from conftest import assert_stock_peft_matches, checkpoint_round_trip, restore_round_trip, tiny_batch, tiny_model
 
 # T = 20, t_i = 3, t_f = 5, interval 2: rounds at t = 5, 7, 9, 11, 13 (t < 15).
 T, TI, TF, K = 20, 3, 5, 1
@@ -174,10 +174,7 @@ def test_state_round_trip_resumes_with_identical_rounds(trained):
     saved = checkpoint_round_trip(first.model, optimizer, scheduler, first.policy)
     resumed, optimizer, scheduler = make_run()
     resumed.policy.seed = 12345  # the checkpoint's seed and generator state win
-    resumed.model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    resumed.policy.load_state_dict(saved["policy"])
+    restore_round_trip(saved, resumed.model, optimizer, scheduler, resumed.policy)
     for t in range(7, T):
         train_step(resumed, optimizer, scheduler, t)
         for name, layer in resumed.adapters.items():

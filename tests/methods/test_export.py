@@ -13,7 +13,7 @@ from rankadapt.core.config import MODULE_NAMES, MethodConfig
 from rankadapt.methods.export import export_merged, export_peft, load_peft_adapter
 from rankadapt.methods.adapting import prepare_model
 
-from helpers import assert_adapter_gradients_match_peft, perturbed_as_if_trained
+from helpers import assert_adapter_gradients_match_peft, copy_adapters_into_peft, perturbed_as_if_trained
 from conftest import tiny_batch, tiny_model
 
 
@@ -80,15 +80,7 @@ def test_parity_with_peft_lora_outputs_and_gradients():
     config = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=list(adapted.adapters),
                              modules_to_save=["pooler"])
     reference = peft.get_peft_model(tiny_model("bert"), config)
-    with torch.no_grad():
-        for name, layer in adapted.adapters.items():
-            module = reference.base_model.model.get_submodule(name)
-            module.lora_A["default"].weight.copy_(layer.lora_A)
-            module.lora_B["default"].weight.copy_(layer.lora_B)
-        for head in adapted.head_modules:
-            ours = adapted.model.get_submodule(head)
-            theirs = reference.base_model.model.get_submodule(head).modules_to_save["default"]
-            theirs.load_state_dict(ours.state_dict())
+    copy_adapters_into_peft(adapted, reference)
     batch, labels = tiny_batch(), torch.tensor([0, 1, 0])
     adapted.model.eval(), reference.eval()  # no dropout anywhere; gradients flow in eval mode too
     ours = adapted.model(**batch, labels=labels)

@@ -18,7 +18,7 @@ from rankadapt.methods.adapting import prepare_model
 from rankadapt.core.targets import find_targets
 from rankadapt.tasks.image_classification import load_image_model, load_image_processor, load_rgb
 
-from helpers import assert_adapter_gradients_match_peft, perturbed_as_if_trained
+from helpers import assert_adapter_gradients_match_peft, copy_adapters_into_peft, perturbed_as_if_trained
 from image_helpers import CIFAR10, DINOV2_SMALL, VISION_ARCHITECTURES, tiny_pixels, tiny_vision_model
 
 # Written out by hand (not derived from the map) so the test can catch a wrong map.
@@ -130,14 +130,7 @@ def test_parity_with_peft_lora_outputs_and_gradients(arch):
     config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(adapted.adapters),
                              modules_to_save=[h.split(".")[-1] for h in adapted.head_modules])
     reference = peft.get_peft_model(tiny_vision_model(arch), config)
-    with torch.no_grad():
-        for name, layer in adapted.adapters.items():
-            module = reference.base_model.model.get_submodule(name)
-            module.lora_A["default"].weight.copy_(layer.lora_A)
-            module.lora_B["default"].weight.copy_(layer.lora_B)
-        for head in adapted.head_modules:
-            theirs = reference.base_model.model.get_submodule(head).modules_to_save["default"]
-            theirs.load_state_dict(adapted.model.get_submodule(head).state_dict())
+    copy_adapters_into_peft(adapted, reference)
     pixels, labels = tiny_pixels(), torch.tensor([0, 2, 1])
     assert all(layer.fused_product for layer in adapted.adapters.values())  # the fused product serves ViTs too
     adapted.model.eval(), reference.eval()

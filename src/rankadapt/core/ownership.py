@@ -262,3 +262,18 @@ def _describe(holder: str) -> str:
         return f"pid {info['pid']} on {info['host']}, since {info['since']}"
     except (ValueError, KeyError, TypeError):
         return "holder unknown"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in the same directory, then rename it over ``path``: a
+    reader (or a crash) never sees half a file. Used by the tokenisation and pixel caches and by
+    predictions.jsonl."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

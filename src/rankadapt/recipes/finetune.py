@@ -240,7 +240,6 @@ def _training_loop(run: Run, loop: LoopState) -> None:
     progress = _progress_bar(run, loop.step)
     batches, device, num_processes = run.train_loader.batch_sampler, accelerator.device, accelerator.num_processes
     window = _restored_window(run, loop)
-    window["shown_sps"] = "-"  # samples/s shown on the bar until the first train event
     # The task loss, or Cutoff / R-drop's loss with its second forward pass (rankadapt.tasks.text_classification.augment).
     objective = build_objective(config.train, accelerator.unwrap_model(model).get_input_embeddings())
     if policy.rank_adaptive and loop.step == 0:
@@ -369,6 +368,7 @@ def _restored_window(run: Run, loop: LoopState) -> dict[str, Any]:
         else:
             window.update(saved[0], loss=sum(w["loss"] for w in saved) if index == 0 else 0.0)
     window["start"] = time.perf_counter()
+    window["shown_sps"] = "-"  # samples/s shown on the bar until the first train event
     return window
 
 

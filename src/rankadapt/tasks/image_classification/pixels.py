@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from ...core.ownership import write_atomically
 from .images import UNREADABLE, ImageExamples, load_rgb, unreadable_images_error
 
 log = logging.getLogger(__name__)
@@ -188,17 +187,3 @@ def _save(dataset: PixelDataset, path: Path) -> None:
     except OSError as err:
         log.warning("could not write the pixel cache %s (%s); set data.cache_dir to a writable "
                     "directory to reuse preprocessed images", path, err)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename: readers never see half a file.
-    (The tokenisation cache writes the same way; one helper can serve both once they share a module.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+
+from ...core.ownership import write_atomically
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
@@ -77,17 +78,11 @@ def write_predictions(path: str | os.PathLike, predictions: Sequence[str], refer
     """
     if len(predictions) != len(references) or (ids is not None and len(ids) != len(predictions)):
         raise ValueError("predictions, references and ids must have one entry per example")
+    lines = []
+    for i, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
+        record = {} if ids is None or ids[i] is None else {"id": ids[i]}
+        record.update(prediction=prediction, reference=reference)
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for i, (prediction, reference) in enumerate(zip(predictions, references, strict=True)):
-                record = {} if ids is None or ids[i] is None else {"id": ids[i]}
-                record.update(prediction=prediction, reference=reference)
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, "".join(lines).encode("utf-8"))
     return path

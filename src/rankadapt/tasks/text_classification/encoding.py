@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from ...core.config import RunConfig
+from ...core.ownership import write_atomically
 from .records import Examples
 from .records import TaskData
 
@@ -161,18 +160,10 @@ def _load(path: Path) -> EncodedDataset | None:
 
 def _save(dataset: EncodedDataset, path: Path) -> None:
     """Write to a temporary file in the same directory, then rename: readers never see half a file."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **dataset.arrays())
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, **dataset.arrays())
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(buffer.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(path, buffer.getvalue())
     except OSError as err:
         log.warning("could not write the tokenisation cache %s (%s); set data.cache_dir to a writable "
                     "directory to reuse tokenised data", path, err)
