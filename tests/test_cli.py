@@ -87,7 +87,7 @@ def _assert_peft_loads_with_equal_logits(run_dir: Path, model_dir: Path) -> None
     base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     reference = peft.PeftModel.from_pretrained(base, run_dir / "adapter").eval()
     config = run_config_for(run_dir)
-    ours = load_trained(run_dir, config, 2, ("negative", "positive")).model
+    ours = load_trained(run_dir, config).model
     with torch.no_grad():
         torch.testing.assert_close(ours(**batch).logits, reference(**batch).logits, atol=1e-5, rtol=0)
     predictions = predict_path(run_dir, ["the film was good and nice"])

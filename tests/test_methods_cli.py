@@ -76,7 +76,7 @@ def _assert_exported_adapter_matches_peft(run_dir: Path, model_dir: Path) -> Non
     batch = tokenizer(["the film was good and nice", "bad awful plot"], padding=True, return_tensors="pt")
     base = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     reference = peft.PeftModel.from_pretrained(base, run_dir / "adapter").eval()
-    ours = load_trained(run_dir, run_config_for(run_dir), 2, ("negative", "positive")).model
+    ours = load_trained(run_dir, run_config_for(run_dir)).model
     with torch.no_grad():
         torch.testing.assert_close(ours(**batch).logits, reference(**batch).logits, atol=1e-5, rtol=0)
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from rankadapt.cli import app, final_line
 from rankadapt.core.errors import ConfigError
-from rankadapt.recipes.trained import (PredictionSettings, load_trained, predict_texts, prediction_settings,
-                                       run_config_for, split_pairs)
+from rankadapt.recipes.trained import completed_meta, load_trained, run_config_for
+from rankadapt.tasks.text_classification.family import predict_texts, split_pairs
 
 from helpers import custom_task_args, make_model_dir
 
@@ -43,8 +43,10 @@ def _predict(*args) -> tuple[list[dict], str]:
 
 def _probability_at(run_dir: Path, max_length: int) -> float:
     config = run_config_for(run_dir)
-    trained = load_trained(run_dir, config, 2, ("negative", "positive"))
-    return predict_texts(trained, [LONG_TEXT], max_length=max_length)[0]["probability"]
+    trained = load_trained(run_dir, config)
+    assert trained.label_names == ("negative", "positive")
+    return predict_texts(trained.model, trained.processor, [LONG_TEXT], label_names=trained.label_names,
+                         max_length=max_length)[0]["probability"]
 
 
 def test_predict_uses_the_runs_max_length_by_default_and_the_option_overrides(trained_run):
@@ -62,11 +64,17 @@ def test_predict_uses_the_runs_max_length_by_default_and_the_option_overrides(tr
 
 def test_adapter_and_merged_export_carry_the_runs_settings(trained_run):
     run_dir, tmp, _ = trained_run
-    expected = PredictionSettings("custom", RUN_MAX_LENGTH, ("negative", "positive"), False)
-    assert prediction_settings(run_dir / "adapter", run_config_for(run_dir / "adapter")) == expected
+    expected = {"task": "custom", "max_length": RUN_MAX_LENGTH, "label_names": ["negative", "positive"],
+                "is_pair": False, "family": "text-classification"}
+
+    def settings(path):
+        _, _, meta = completed_meta(path, run_config_for(path))
+        return {key: meta[key] for key in expected}
+
+    assert settings(run_dir / "adapter") == expected
     result = runner.invoke(app, ["export", str(run_dir), "--merged", str(tmp / "merged")])
     assert result.exit_code == 0, result.output
-    assert prediction_settings(tmp / "merged", run_config_for(tmp / "merged")) == expected
+    assert settings(tmp / "merged") == expected
     (from_run,), _ = _predict(run_dir, LONG_TEXT)
     (from_merged,), _ = _predict(tmp / "merged", LONG_TEXT)
     assert (from_merged["label"], from_merged["probability"]) == pytest.approx(
@@ -74,11 +82,11 @@ def test_adapter_and_merged_export_carry_the_runs_settings(trained_run):
 
 
 def test_pair_tasks_take_tab_separated_inputs_and_reject_single_texts():
-    pairs = PredictionSettings("mrpc", 128, ("not_equivalent", "equivalent"), True)
+    pairs = {"task": "mrpc", "max_length": 128, "label_names": ["not_equivalent", "equivalent"], "is_pair": True}
     assert split_pairs(["a cat sat\tthe cat sat", "b\tc"], pairs) == (["a cat sat", "b"], ["the cat sat", "c"])
     with pytest.raises(ConfigError, match=r"sentence pairs \(task mrpc\).*<TAB>.*'only one sentence'"):
         split_pairs(["a\tb", "only one sentence"], pairs)
-    single = PredictionSettings("sst2", 128, ("negative", "positive"), False)
+    single = {"task": "sst2", "max_length": 128, "label_names": ["negative", "positive"], "is_pair": False}
     assert split_pairs(["a\tb"], single) == (["a\tb"], None)
 
 

@@ -21,11 +21,12 @@ from .core.layer import AdapterLinear
 from .methods import AdapterSettings, MethodPolicy, StepContext, available_methods, register_method
 from .methods.adapting import AdaptedModel, prepare_model
 from .methods.export import export_merged, export_peft, load_peft_adapter
+from .tasks import TaskFamily, family_for_task, register_family
 
 __all__ = [
     "AdaptedModel", "AdapterLinear", "AdapterSettings", "ConfigError", "DataConfig", "DataError", "MethodConfig",
     "MethodPolicy", "MethodSettings",
     "ModelConfig", "ModelError", "RankAdaptError", "RunConfig", "StepContext", "TrainConfig", "TrainingError",
     "available_methods", "export_merged", "export_peft", "load_config", "load_peft_adapter", "prepare_model",
-    "register_method",
+    "register_method", "TaskFamily", "family_for_task", "register_family",
 ]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rankadapt.core.config import DataConfig
+from rankadapt.core.config import DataConfig, RunConfig
 from rankadapt.core.errors import DataError
 from rankadapt.tasks.image_classification import (ImageClassificationFamily, ImageClassificationSettings,
                                                   ImageCollator, align_to_training, encode_images,
@@ -198,11 +198,9 @@ def test_a_corrupt_cache_entry_is_recomputed_not_an_error(tmp_path, caplog):
 
 
 # -- the family's data entry point --------------------------------------------------------------------
-class _Data(DataConfig):
-    """DataConfig with the keys the family adds when it is wired in (data.train_dir, data.eval_dir)."""
-
-    train_dir: str | None = None
-    eval_dir: str | None = None
+def _Data(**data) -> RunConfig:  # noqa: N802  (reads as the config section it fills)
+    """A run config of ``data.task=imagefolder`` with these data keys (the family reads config.data)."""
+    return RunConfig(data=DataConfig(**data))
 
 
 def test_family_reads_dirs_with_protocols_limits_and_needs_an_eval_set(tmp_path):
@@ -210,21 +208,21 @@ def test_family_reads_dirs_with_protocols_limits_and_needs_an_eval_set(tmp_path)
     evaluation = make_image_folder(tmp_path / "eval", {"b": 2, "a": 3})
     family = ImageClassificationFamily()
     data = family.load_data(_Data(task="imagefolder", train_dir=str(train), eval_dir=str(evaluation),
-                                  train_limit=4), ImageClassificationSettings())
+                                  train_limit=4))
     assert len(data.train) == 4 and Counter(data.train.labels) == {0: 2, 1: 2}
     assert list(data.eval_splits) == ["validation"] and data.eval_splits["validation"].labels == (0, 0, 0, 1, 1)
     assert data.spec.label_names == ("a", "b") and data.spec.metrics == ("accuracy",)
     ordered = family.load_data(_Data(task="imagefolder", train_dir=str(train), eval_dir=str(evaluation),
-                                     label_names=["b", "a"]), None)             # data.label_names sets the order
+                                     label_names=["b", "a"]))             # data.label_names sets the order
     assert ordered.spec.label_names == ("b", "a") and Counter(ordered.train.labels) == {0: 6, 1: 6}
     assert ordered.eval_splits["validation"].labels == (1, 1, 1, 0, 0)
     with pytest.raises(DataError, match=r"data.train_dir .* has classes data.label_names lacks: b"):
         family.load_data(_Data(task="imagefolder", train_dir=str(train), eval_dir=str(evaluation),
-                               label_names=["a"]), None)
+                               label_names=["a"]))
     with pytest.raises(DataError, match="needs an evaluation set: set data.eval_dir"):
-        family.load_data(_Data(task="imagefolder", train_dir=str(train)), None)
-    with pytest.raises(DataError, match="needs data.train_dir"):
-        family.load_data(_Data(task="imagefolder"), None)
+        family.load_data(_Data(task="imagefolder", train_dir=str(train)))
+    with pytest.raises(ValueError, match="needs data.train_dir"):  # refused when the config is validated
+        family.load_data(_Data(task="imagefolder"))
 
 
 # -- the real CIFAR-10 files --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from rankadapt.core.config import DataConfig, RunConfig
 from rankadapt.tasks.image_classification import (ImageClassificationFamily, ImageClassificationSettings,
                                                   ImageCollator, accuracy, classification_metrics, encode_images,
                                                   image_task_spec, read_image_folder, top_k_accuracy,
@@ -65,21 +66,22 @@ def test_family_evaluates_predicts_and_describes_its_export(tmp_path):
     examples = read_image_folder(root)
     processor = tiny_processor()
     model = tiny_vision_model("vit", num_labels=3)
-    dataset = family.encode("validation", examples, processor, _Config(cache_dir=str(tmp_path / "cache")), False)
-    collate = family.collator(processor, None)
+    config = RunConfig(data=DataConfig(task="imagefolder", train_dir=str(root), cache_dir=str(tmp_path / "cache")))
+    dataset = family.encode("validation", examples, processor, config, None, False)
+    collate = family.collator(processor, config)
     outputs = {"logits": [], "labels": []}
     for start in (0, 3):  # two batches, as the runtime collects them
-        out = family.eval_step(model, collate([dataset[i] for i in range(start, min(start + 3, 5))]), None, None)
+        out = family.eval_step(model, collate([dataset[i] for i in range(start, min(start + 3, 5))]), None, config)
         for key, value in out.items():
             outputs[key].append(value.detach())
     spec = image_task_spec(examples.label_names)
-    metrics = family.compute_metrics(spec, outputs, processor)
+    metrics = family.compute_metrics(spec, outputs, processor, examples)
     direct = model(pixel_values=ImageCollator(processor)([dataset[i] for i in range(5)])["pixel_values"]).logits
     assert metrics["accuracy"] == accuracy(direct, torch.tensor(examples.labels))
     write_image(tmp_path / "gray.png", color=90, mode="L")
-    settings = family.export_metadata(spec, None)
+    settings = family.export_metadata(spec, config)
     assert settings == {"task": "imagefolder", "family": "image-classification", "label_names": ["a", "b", "c"],
-                        "top_k": 5, "protocol": "full"}
+                        "top_k": 5, "protocol": "full", "image_size": None}
     records = family.predict(model, processor, [str(examples.paths[0]), str(tmp_path / "gray.png")],
                              {**settings, "top_k": 2}, show_progress=False)
     assert [r["image"] for r in records] == [str(examples.paths[0]), str(tmp_path / "gray.png")]
@@ -97,15 +99,9 @@ def test_predict_names_an_unreadable_image(tmp_path):
                                             {"label_names": ["a", "b", "c"]}, show_progress=False)
 
 
-class _Config:
-    """The parts of a RunConfig the family's encode reads."""
-
-    def __init__(self, cache_dir: str) -> None:
-        self.data = type("Data", (), {"cache_dir": cache_dir})()
-
-
 def test_encode_via_the_family_uses_the_pixel_cache(tmp_path):
     examples = read_image_folder(make_image_folder(tmp_path / "t", {"a": 1, "b": 1}))
-    ImageClassificationFamily().encode("train", examples, tiny_processor(), _Config(str(tmp_path / "c")), False)
+    config = RunConfig(data=DataConfig(task="imagefolder", train_dir=str(tmp_path / "t"), cache_dir=str(tmp_path / "c")))
+    ImageClassificationFamily().encode("train", examples, tiny_processor(), config, None, False)
     assert len(list((tmp_path / "c").glob("*.safetensors"))) == 1
     assert encode_images(examples, tiny_processor(), tmp_path / "c").pixels.shape == (2, 3, 32, 32)

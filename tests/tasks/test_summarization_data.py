@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,6 +13,7 @@ import torch
 from rankadapt.core.errors import DataError
 from rankadapt.tasks.summarization import PairColumns, Seq2SeqCollator, SummaryPair, encode_pairs, read_pairs
 from rankadapt.tasks.summarization.data import length_sorted_batches, truncate
+from rankadapt.core.config import DataConfig, RunConfig
 from rankadapt.tasks.summarization.family import SummarizationFamily
 
 from conftest import SHARED_DATA
@@ -126,28 +126,27 @@ def test_length_sorted_batches_cover_every_index_once_longest_first():
         length_sorted_batches(lengths, 0)
 
 
-def data_config(**values):
-    defaults = dict(task="summarization", dir=None, train_file=None, eval_file=None, text_column=None,
-                    train_limit=None, eval_limit=None, split_seed=1234)
-    return SimpleNamespace(**{**defaults, **values})
+def data_config(**values) -> RunConfig:
+    """A run config of a summarization task with these data keys (the family reads config.data)."""
+    return RunConfig(data=DataConfig(**{"task": "summarization", **values}))
 
 
 def test_family_reads_the_users_files_with_seeded_limits(tmp_path):
     rows = [{"id": str(i), "document": f"text {i}", "summary": f"sum {i}"} for i in range(10)]
     path = write_jsonl(tmp_path / "train.jsonl", rows)
     family = SummarizationFamily()
-    data = family.load_data(data_config(train_file=str(path), eval_file=str(path), train_limit=4), None)
-    again = family.load_data(data_config(train_file=str(path), eval_file=str(path), train_limit=4), None)
+    data = family.load_data(data_config(train_file=str(path), eval_file=str(path), train_limit=4))
+    again = family.load_data(data_config(train_file=str(path), eval_file=str(path), train_limit=4))
     assert len(data.train) == 4 and data.train == again.train
     assert [p.id for p in data.train] == sorted((p.id for p in data.train), key=int)
     assert len(data.eval_splits["validation"]) == 10 and data.spec.metrics[-1] == "rougeLsum"
     with pytest.raises(DataError, match="data.task=summarization needs data.train_file and data.eval_file"):
-        family.load_data(data_config(), None)
+        family.load_data(data_config())
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "xsum" / "train.jsonl").is_file(), reason="shared XSum files absent")
 def test_the_real_xsum_files_load():
-    data = SummarizationFamily().load_data(data_config(task="xsum", dir=str(SHARED_DATA)), None)
+    data = SummarizationFamily().load_data(data_config(task="xsum", dir=str(SHARED_DATA)))
     assert len(data.train) == 800 and len(data.eval_splits["validation"]) == 200
     everything = data.train + data.eval_splits["validation"]
     assert all(p.source.strip() and p.target.strip() and p.id for p in everything)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import transformers
 
-from rankadapt.core.config import MethodConfig
+from rankadapt.core.config import DataConfig, MethodConfig, ModelConfig, RunConfig
 from rankadapt.core.errors import ModelError
 from rankadapt.methods.adapting import prepare_model
 from rankadapt.tasks.summarization import (GenerationSettings, SummarizationFamily, SummarizationSettings,
@@ -83,10 +82,10 @@ def run_config(model_dir, tmp_path, **options):
             for i, (text, _) in enumerate(sentiment_rows(24, seed=1))]
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    data = SimpleNamespace(task="summarization", dir=None, train_file=str(path), eval_file=str(path),
-                           text_column=None, train_limit=None, eval_limit=8, split_seed=1, max_length=16)
-    return SimpleNamespace(model=SimpleNamespace(name=str(model_dir)), data=data,
-                           task_options=SummarizationSettings(**options))
+    target_length = options.pop("max_target_length", None)
+    data = DataConfig(task="summarization", train_file=str(path), eval_file=str(path), eval_limit=8, split_seed=1,
+                      max_length=16, max_target_length=target_length)
+    return RunConfig(model=ModelConfig(name=str(model_dir)), data=data, task_options=SummarizationSettings(**options))
 
 
 SUMMARY_WORDS = {"good", "great", "fine", "nice", "superb", "lovely", "bad", "awful", "poor", "sad", "boring", "weak"}
@@ -96,13 +95,13 @@ def test_family_end_to_end_on_a_warm_started_bert2bert(tmp_path):
     model_dir = make_model_dir(tmp_path / "tiny-bert")
     config = run_config(model_dir, tmp_path, num_beams=2, max_new_tokens=4, min_new_tokens=1, max_target_length=8)
     family = SummarizationFamily()
-    data = family.load_data(config.data, config.task_options)
+    data = family.load_data(config)
     tokenizer = family.load_processor(config.model.name)
-    model = family.load_model(config.model, data.spec)
+    model = family.load_model(config, data.spec, tokenizer)
     assert isinstance(model, transformers.EncoderDecoderModel)
     assert model.config.decoder_start_token_id == tokenizer.cls_token_id
     assert model.config.eos_token_id == tokenizer.sep_token_id
-    encoded = family.encode("train", data.train, tokenizer, config)
+    encoded = family.encode("train", data.train, tokenizer, config, data.spec, False)
     assert all(ids[0] != tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id for ids in encoded.target_ids)
 
     adapted = prepare_model(model, MethodConfig(name="lora", lora_r=4, target_modules=target_patterns(model),
@@ -119,15 +118,15 @@ def test_family_end_to_end_on_a_warm_started_bert2bert(tmp_path):
         losses.append(loss.item())
     assert losses[-1] < losses[0]
 
-    evaluation = family.encode("validation", data.eval_splits["validation"], tokenizer, config)
+    evaluation = family.encode("validation", data.eval_splits["validation"], tokenizer, config, data.spec, False)
     batches = [collate([evaluation[i] for i in idx]) for idx in ([5, 6, 7], [0, 1, 2, 3, 4])]  # out of order
     with adapted.merged_for_evaluation(), torch.no_grad():
-        outputs = [family.eval_step(model.eval(), b, data.spec, config.task_options) for b in batches]
+        outputs = [family.eval_step(model.eval(), b, data.spec, config) for b in batches]
     gathered = {key: [out[key] for out in outputs] for key in outputs[0]}
     references = [p.target for p in data.eval_splits["validation"]]
     predictions, ordered_references = decode_outputs(gathered, tokenizer, references)
     assert ordered_references == references and len(predictions) == 8
-    metrics = family.compute_metrics(data.spec, gathered, tokenizer, references)
+    metrics = family.compute_metrics(data.spec, gathered, tokenizer, data.eval_splits["validation"])
     assert set(data.spec.metrics) <= set(metrics) and all(0.0 <= metrics[k] <= 100.0 for k in data.spec.metrics)
     assert metrics["loss"] > 0 and 1 <= metrics["gen_len"] <= 4
 

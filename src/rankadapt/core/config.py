@@ -22,6 +22,14 @@ from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, field_valida
 
 
 MODULE_NAMES = ("query", "key", "value", "attention.output", "intermediate", "layer.output")
+"""The six linear maps of an encoder block by the source repositories' NLU names (text and
+ViT-family models)."""
+SEQ2SEQ_MODULE_NAMES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+"""An encoder-decoder's maps by the source repositories' NLG names: the attention projections of
+self- and cross-attention, and both feed-forward maps. On an encoder-decoder the encoder names stand
+for the same maps (query = q_proj, ..., intermediate = fc1, layer.output = fc2)."""
+LORA_MODULE_NAMES = MODULE_NAMES + SEQ2SEQ_MODULE_NAMES
+"""Every name ``method.lora_module`` accepts."""
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DATA_DIR_ENV = "RANKADAPT_DATA_DIR"
 
@@ -39,7 +47,8 @@ class ModelConfig(_Section):
 
 class DataConfig(_Section):
     task: str = "imdb"
-    """``imdb``, a GLUE task (``cola sst2 mrpc qqp stsb mnli qnli rte wnli``) or ``custom``."""
+    """``imdb``, a GLUE task (``cola sst2 mrpc qqp stsb mnli qnli rte wnli``) or ``custom`` (text
+    classification); ``summarization`` or ``xsum``; ``imagefolder`` (image classification)."""
     dir: str | None = None
     """Root of local data (the ``../shared/data`` layout). Falls back to $RANKADAPT_DATA_DIR, then the hub."""
     hub_dataset: str | None = None
@@ -48,10 +57,16 @@ class DataConfig(_Section):
     """A CSV/TSV/JSONL file to train on instead of the task's own train split."""
     eval_file: str | None = None
     """A CSV/TSV/JSONL file to evaluate on instead of the task's own validation split."""
+    train_dir: str | None = None
+    """``imagefolder``: the training images, one folder per class (``DIR/<class>/*.jpg``)."""
+    eval_dir: str | None = None
+    """``imagefolder``: the evaluation images in the same layout (class folders must match train's)."""
     text_column: str | None = None
     """Column holding the text (default: the task's own name for it, ``text`` for custom files)."""
     text_pair_column: str | None = None
     """Column holding the second text of a pair task (default: the task's own; none for custom files)."""
+    target_column: str | None = None
+    """Summarization: column holding the reference summary (default ``summary``)."""
     label_column: str | None = None
     """Column holding the label (default: the task's own name for it, ``label`` for custom files)."""
     label_names: list[str] | None = None
@@ -65,7 +80,11 @@ class DataConfig(_Section):
     split_seed: int = Field(1234, ge=0, lt=2**32)
     """Seed of the held-out split and the subsets; fixed so every run sees the same examples."""
     max_length: int = 128
-    """Tokens per example after truncation (at least 8; lowered to the model's positions when left at 128)."""
+    """Tokens per example after truncation (at least 8; lowered to the model's positions when left at 128);
+    summarization: source tokens."""
+    max_target_length: int | None = Field(None, gt=1)
+    """Summarization: target tokens kept for training (default 64, AdaLoRA's XSum script); longer
+    targets are cut and counted."""
     padding: Literal["longest", "max_length"] = "longest"
     """Pad each batch to its longest example (dynamic padding), or every batch to ``max_length``
     (fixed shapes, as ``tokenizer(padding="max_length")`` gives; slower, for comparison or for
@@ -79,6 +98,9 @@ class DataConfig(_Section):
             raise ValueError(f"data.max_length={self.max_length} is too short; use at least 8 (128 is typical)")
         if self.task == "custom" and not self.train_file:
             raise ValueError("data.task=custom needs data.train_file (and usually data.eval_file, text_column, label_column)")
+        if self.task == "imagefolder" and not (self.train_dir or self.train_file):
+            raise ValueError("data.task=imagefolder needs data.train_dir (DIR/<class>/*.jpg) or data.train_file "
+                             "(a CSV/JSONL of image paths and labels)")
         return self
 
 
@@ -148,6 +170,19 @@ def settings_class(name: Any) -> type[MethodSettings]:
         raise ValueError(f"method.name: Input should be one of {choices} (got {name!r}); a method of your own "
                          "is registered with rankadapt.methods.register_method")
     return _METHOD_SETTINGS[name]
+
+
+_TASK_OPTIONS: dict[str, type[BaseModel] | None] = {}
+"""``task_options:`` settings per ``data.task`` value (filled by ``rankadapt.tasks.register_family``)."""
+
+
+def register_task_options(task: str, settings: type[BaseModel] | None) -> None:
+    """Make ``task_options:`` validate with ``settings`` when ``data.task`` is ``task``."""
+    _TASK_OPTIONS[task] = settings
+
+
+def task_options_class(task: str) -> type[BaseModel] | None:
+    return _TASK_OPTIONS.get(str(task).strip().lower())
 
 
 def MethodConfig(**values: Any) -> MethodSettings:  # noqa: N802  (reads as the class it builds)
@@ -250,6 +285,9 @@ class RunConfig(_Section):
     """The optimizer, the schedule, evaluation, checkpoints and the device."""
     output_dir: str = "runs/{task}-{method}-seed{seed}"
     """Run directory; ``{task}``, ``{method}``, ``{seed}`` and ``{model}`` are filled in."""
+    task_options: SerializeAsAny[BaseModel] | None = None
+    """The task family's own keys (summarization: generation settings; images: the VTAB-1k protocol);
+    ``rankadapt config show --help-keys`` lists them for the configured data.task."""
     init_from: str | None = None
     """Start the adapters (and the head, when its shape fits) from another run's adapter: a run
     directory, an adapter directory or a loralib checkpoint, e.g. MNLI → MRPC as in the source
@@ -263,6 +301,23 @@ class RunConfig(_Section):
             return settings_class(value.get("name", DEFAULT_METHOD)).model_validate(value)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_options(cls, values: Any) -> Any:
+        """``task_options:`` is the settings model of data.task's family (filled with its defaults)."""
+        if not isinstance(values, dict):
+            return values
+        data = values.get("data") or {}
+        task = data.task if isinstance(data, DataConfig) else data.get("task", DataConfig.model_fields["task"].default)
+        options_class, given = task_options_class(task), values.get("task_options")
+        if options_class is None:
+            if given:
+                raise ValueError(f"task_options: data.task={task} takes no task_options; remove the section")
+            return {**values, "task_options": None}
+        if isinstance(given, options_class):
+            return values
+        return {**values, "task_options": options_class.model_validate(given or {})}
+
     def resolved_output_dir(self) -> Path:
         model = self.model.name.rstrip("/").split("/")[-1]
         return Path(self.output_dir.format(task=self.data.task, method=self.method.name,
@@ -270,4 +325,7 @@ class RunConfig(_Section):
 
     def to_yaml(self) -> str:
         """The resolved config as YAML that loads back (the method section holds its own keys only)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        tree = self.model_dump(mode="json")
+        if tree.get("task_options") is None:
+            tree.pop("task_options", None)  # families without options: config.yaml as before
+        return yaml.safe_dump(tree, sort_keys=False)

@@ -67,29 +67,41 @@ def head_module_names(model: nn.Module) -> list[str]:
     return found
 
 
-def patterns_for(model: nn.Module, lora_module: list[str]) -> dict[str, str]:
-    """Role name -> regex for this model's architecture."""
+def patterns_for(model: nn.Module, lora_module: list[str], mapping: dict[str, str] | None = None) -> dict[str, str]:
+    """Role name -> regex for this model's architecture (``mapping``: a task family's own map for it)."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if mapping is not None:
+        return _roles_in(mapping, lora_module, model_type)
     if model_type not in MODULE_MAPS:
         raise ModelError(
             f"rankadapt has no module map for model_type={model_type!r} (known: {', '.join(sorted(MODULE_MAPS))}); "
             f"set method.target_modules to regular expressions over these linear modules: "
             f"{_abbreviate(linear_module_names(model))}")
-    mapping = MODULE_MAPS[model_type]
+    return _roles_in(MODULE_MAPS[model_type], lora_module, model_type)
+
+
+def _roles_in(mapping: dict[str, str], lora_module: list[str], model_type: str | None) -> dict[str, str]:
+    missing = [role for role in lora_module if role not in mapping]
+    if missing:
+        raise ModelError(f"method.lora_module: {', '.join(missing)} is not a module of {model_type} models; "
+                         f"choose from {', '.join(mapping)}, or set method.target_modules")
     return {role: mapping[role] for role in lora_module}
 
 
 def find_targets(model: nn.Module, lora_module: list[str] | None = None,
-                 target_modules: list[str] | None = None) -> dict[str, str]:
+                 target_modules: list[str] | None = None, role_patterns: dict[str, str] | None = None,
+                 heads: list[str] | None = None) -> dict[str, str]:
     """Full module name -> role (or the pattern that matched) of every linear map to adapt.
 
+    ``role_patterns``: a task family's role map for this model (else :data:`MODULE_MAPS`); ``heads``:
+    modules trained in full (default: the classification head), whose linear maps are never adapted.
     Raises :class:`ModelError` naming the model's linear modules when a role or pattern matches nothing.
     """
     if target_modules:
         patterns = {pattern: pattern for pattern in target_modules}
     else:
-        patterns = patterns_for(model, list(lora_module or []))
-    heads = tuple(head_module_names(model))
+        patterns = patterns_for(model, list(lora_module or []), role_patterns)
+    heads = tuple(head_module_names(model) if heads is None else heads)
     linears = [n for n in linear_module_names(model) if not any(n == h or n.startswith(h + ".") for h in heads)]
     targets: dict[str, str] = {}
     for role, pattern in patterns.items():

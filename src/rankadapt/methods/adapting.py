@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core.config import MODULE_NAMES, MethodSettings
+from ..core.config import LORA_MODULE_NAMES, MethodSettings
 from ..core.errors import ModelError
 from ..core.layer import AdapterLinear, LayerReport
 from ..core.targets import find_targets, head_module_names
@@ -71,7 +71,7 @@ class AdaptedModel:
             by_role: dict[str, list[int]] = {}
             for name, rank in self.rank_pattern().items():
                 by_role.setdefault(self.roles[name], []).append(rank)
-            order = {role: i for i, role in enumerate(MODULE_NAMES)}
+            order = {role: i for i, role in enumerate(LORA_MODULE_NAMES)}
             for role, ranks in sorted(by_role.items(), key=lambda kv: order.get(kv[0], len(order))):
                 lines.append(f"  {role:<18} x{len(ranks):<3} ranks {_compact(ranks)}")
         return "\n".join(lines)
@@ -108,23 +108,29 @@ def _compact(ranks: list[int]) -> str:
     return "[" + " ".join(str(r) for r in ranks) + "]"
 
 
-def prepare_model(model: nn.Module, config: MethodSettings) -> AdaptedModel:
+def prepare_model(model: nn.Module, config: MethodSettings, role_patterns: dict[str, str] | None = None,
+                  default_heads: list[str] | None = None) -> AdaptedModel:
     """Apply ``config``'s method to ``model`` in place and return the handle.
 
-    Seed the RNG before calling: adapter initialisation draws from torch's global generator.
+    ``role_patterns`` and ``default_heads`` come from the task family (``TaskFamily.role_patterns``,
+    ``head_modules``) when its models are not the classifiers of :mod:`rankadapt.core.targets`:
+    the regexes of the ``lora_module`` names, and the modules trained in full unless
+    ``method.modules_to_save`` says otherwise. Seed the RNG before calling: adapter initialisation
+    draws from torch's global generator.
     """
     policy = build_policy(config)
-    adapted = AdaptedModel(model=model, policy=policy, head_modules=_head_modules(model, config))
+    heads = _head_modules(model, config, default_heads)
+    adapted = AdaptedModel(model=model, policy=policy, head_modules=heads)
     if policy.injects_adapters:
-        adapted.roles = find_targets(model, config.lora_module, config.target_modules)
+        adapted.roles = find_targets(model, config.lora_module, config.target_modules, role_patterns, heads)
         adapted.adapters = inject_adapters(model, adapted.roles, policy)
     set_trainable(adapted)
     return adapted
 
 
-def _head_modules(model: nn.Module, config: MethodSettings) -> list[str]:
+def _head_modules(model: nn.Module, config: MethodSettings, default: list[str] | None = None) -> list[str]:
     if config.modules_to_save is None:
-        return head_module_names(model)
+        return head_module_names(model) if default is None else list(default)
     modules = dict(model.named_modules())
     missing = [m for m in config.modules_to_save if m not in modules]
     if missing:

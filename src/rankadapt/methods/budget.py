@@ -57,9 +57,12 @@ def plan_budget(method: str, budget: int, shapes: Sequence[Shape], *, lora_r: in
 # Applying a plan to a run configuration
 # ==================================================================================================
 
-def adapted_shapes(model: nn.Module, method: MethodSettings) -> list[Shape]:
-    """(d_in, d_out) of every matrix ``method`` would adapt on ``model``, in model order."""
-    targets = find_targets(model, method.lora_module, method.target_modules)
+def adapted_shapes(model: nn.Module, method: MethodSettings, role_patterns: dict[str, str] | None = None,
+                   heads: list[str] | None = None) -> list[Shape]:
+    """(d_in, d_out) of every matrix ``method`` would adapt on ``model``, in model order
+    (``role_patterns``, ``heads``: as for :func:`~rankadapt.methods.adapting.prepare_model`)."""
+    heads = method.modules_to_save if method.modules_to_save is not None else heads
+    targets = find_targets(model, method.lora_module, method.target_modules, role_patterns, heads)
     shapes = []
     for name in targets:
         module = model.get_submodule(name)
@@ -67,7 +70,8 @@ def adapted_shapes(model: nn.Module, method: MethodSettings) -> list[Shape]:
     return shapes
 
 
-def apply_budget(config: RunConfig, model: nn.Module, echo: Callable[[str], None] | None = None) -> RunConfig:
+def apply_budget(config: RunConfig, model: nn.Module, echo: Callable[[str], None] | None = None,
+                 role_patterns: dict[str, str] | None = None, heads: list[str] | None = None) -> RunConfig:
     """``config`` with the method's rank settings set from ``method.budget`` (unchanged without one).
 
     Call before :func:`~rankadapt.methods.adapting.prepare_model`: the plan needs the shapes of the matrices to be
@@ -81,7 +85,7 @@ def apply_budget(config: RunConfig, model: nn.Module, echo: Callable[[str], None
     given = {key: getattr(method, key) for key in ("lora_r", "random_rank", "max_rank") if key in explicit}
     # Only AdaLoRA keeps a given lora_r (its initial rank); for the others the budget decides it and a
     # given lora_r is a conflict (_check_conflicts).
-    plan = plan_budget(method.name, method.budget, adapted_shapes(model, method),
+    plan = plan_budget(method.name, method.budget, adapted_shapes(model, method, role_patterns, heads),
                        lora_r=given.get("lora_r") if "target_total_rank" in method_keys(method.name) else None,
                        random_rank=given.get("random_rank"), max_rank=given.get("max_rank"))
     _check_conflicts(method, plan)

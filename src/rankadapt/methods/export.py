@@ -35,8 +35,10 @@ RANKADAPT_META = "rankadapt.json"
 _PREFIX = "base_model.model."
 
 
-def peft_config_dict(adapted: AdaptedModel, base_model: str | None) -> tuple[dict[str, Any], dict[str, int]]:
-    """The ``adapter_config.json`` contents and the per-module export ranks."""
+def peft_config_dict(adapted: AdaptedModel, base_model: str | None, task_type: str = "SEQ_CLS"
+                     ) -> tuple[dict[str, Any], dict[str, int]]:
+    """The ``adapter_config.json`` contents and the per-module export ranks (``task_type``: PEFT's,
+    from the task family: ``SEQ_CLS`` for classifiers of text and images, ``SEQ_2_SEQ_LM``)."""
     ranks = {name: layer.active_rank() for name, layer in adapted.adapters.items()}
     ranks = {name: r for name, r in ranks.items() if r > 0}
     if not ranks:
@@ -48,7 +50,7 @@ def peft_config_dict(adapted: AdaptedModel, base_model: str | None) -> tuple[dic
     default_alpha = Counter(alphas.values()).most_common(1)[0][0]
     config = {
         "peft_type": "LORA",
-        "task_type": "SEQ_CLS",
+        "task_type": task_type,
         "base_model_name_or_path": base_model,
         "r": default_r,
         "lora_alpha": default_alpha,
@@ -82,9 +84,9 @@ def peft_state_dict(adapted: AdaptedModel, ranks: dict[str, int]) -> dict[str, t
 
 
 def export_peft(adapted: AdaptedModel, out_dir: str | os.PathLike, base_model: str | None = None,
-                extra_meta: dict[str, Any] | None = None) -> Path:
+                extra_meta: dict[str, Any] | None = None, task_type: str = "SEQ_CLS") -> Path:
     """Write a stock-PEFT LoRA adapter directory (atomically: a crash leaves the old one intact)."""
-    config, ranks = peft_config_dict(adapted, base_model)
+    config, ranks = peft_config_dict(adapted, base_model, task_type)
     meta = {
         "method": adapted.method,
         "method_config": adapted.policy.config.model_dump(mode="json"),

@@ -11,7 +11,7 @@ import difflib
 
 from pydantic import Field, field_validator
 
-from ..core.config import MODULE_NAMES, MethodSettings
+from ..core.config import LORA_MODULE_NAMES, MethodSettings
 
 
 class AdapterSettings(MethodSettings):
@@ -24,8 +24,9 @@ class AdapterSettings(MethodSettings):
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout on the adapter's input x before A (LoRA's lora_dropout); 0 = none."""
     lora_module: list[str] = Field(default_factory=lambda: ["query", "value"])
-    """Which encoder linear maps to adapt, by the source repositories' names: query, key, value,
-    attention.output, intermediate, layer.output."""
+    """Which linear maps to adapt, by the source repositories' names: query, key, value,
+    attention.output, intermediate, layer.output (encoders, ViTs); q_proj, k_proj, v_proj, out_proj,
+    fc1, fc2 (encoder-decoders, in encoder, decoder and cross-attention)."""
     target_modules: list[str] | None = None
     """Regular expressions over full module names, for architectures rankadapt has no map for.
     Replaces ``lora_module`` when given."""
@@ -36,11 +37,11 @@ class AdapterSettings(MethodSettings):
     @classmethod
     def _known_module_names(cls, names: list[str]) -> list[str]:
         for name in names:
-            if name not in MODULE_NAMES:
-                close = difflib.get_close_matches(name, MODULE_NAMES, n=1)
+            if name not in LORA_MODULE_NAMES:
+                close = difflib.get_close_matches(name, LORA_MODULE_NAMES, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(f"method.lora_module: unknown module name {name!r}{hint}; choose from "
-                                 f"{', '.join(MODULE_NAMES)}")
+                                 f"{', '.join(LORA_MODULE_NAMES)}")
         return names
 
     @property

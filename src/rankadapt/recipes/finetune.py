@@ -41,7 +41,6 @@ from ..core.config import RunConfig
 from ..core.distributed import assert_identical, gather_objects, rank, sum_over_processes
 from ..core.dropout import fast_dropout
 from ..core.errors import ConfigError, TrainingError
-from ..core.models import fit_max_length, load_model, load_model_config, load_tokenizer
 from ..core.ownership import (RunLock, clear_run_outputs, crash_point, make_run_dir, refuse_foreign_outputs,
                               restore_interrupted_swap)
 from ..core.progress import bar, phase
@@ -57,10 +56,9 @@ from ..runtime.loaders import make_loaders
 from ..runtime.optim import make_optimizer, schedule_lengths
 from ..runtime.resume import SCHEDULED_METHODS, check_resume_changes, config_changes
 from ..runtime.tracking import RunLogger
-from ..tasks.text_classification import TaskData, load_task_data
-from ..tasks.text_classification import encode_splits, text_collator
-from ..tasks.text_classification.augment import build_objective, check_objective
-from .evaluate import evaluate_loaders
+from ..tasks import TaskFamily, family_for_task
+from ..tasks.base import TaskData
+from .evaluate import Outputs, evaluate_loaders
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
@@ -73,8 +71,10 @@ class Run:
     config: RunConfig
     run_dir: Path
     accelerator: Any
+    family: TaskFamily
     data: TaskData
-    tokenizer: Any
+    processor: Any
+    """The tokenizer or image processor (saved with exports)."""
     adapted: AdaptedModel
     model: torch.nn.Module
     train_loader: DataLoader
@@ -105,22 +105,28 @@ def build_run(config: RunConfig) -> Run:
 
     accelerator = make_accelerator(config)
     run_dir = config.resolved_output_dir()
-    data = load_task_data(config.data)
-    check_objective(config.train, data.task.is_regression, data.task.name)
-    tokenizer = load_tokenizer(config.model.name)
-    config = fit_max_length(config, load_model_config(config.model.name))
-    train_set, eval_sets = encode_splits(config, data, tokenizer, show_progress=accelerator.is_main_process)
+    family = family_for_task(config.data.task)
+    data = family.load_data(config)
+    family.check_config(config, data.spec)
+    processor = family.prepare_processor(family.load_processor(config.model.name), config)
+    config = family.fit_config(config)
+    show = accelerator.is_main_process
+    train_set = family.encode("train", data.train, processor, config, data.spec, show)
+    eval_sets = {name: family.encode(name, split, processor, config, data.spec, show)
+                 for name, split in data.eval_splits.items()}
     # Seed everything before the head and the adapters are created, so their init is reproducible.
     set_seed(config.train.seed)
-    model = load_model(config.model, data.task.num_labels, data.task.label_names)
+    model = family.load_model(config, data.spec, processor)
     echo = print if accelerator.is_main_process else None
-    config = apply_budget(config, model, echo)  # method.budget -> rank settings; needs the matrix shapes
-    adapted = prepare_model(model, config.method)
+    patterns, heads = family.role_patterns(model), family.head_modules(model)
+    config = apply_budget(config, model, echo, patterns, heads)  # method.budget -> rank settings; needs the shapes
+    adapted = prepare_model(model, config.method, patterns, heads)
     if config.init_from:  # before any checkpoint is loaded: train.resume continues from the checkpoint
         init_adapters_from(adapted, config.init_from, getattr(config.method, "lora_alpha", None), echo)
     if hasattr(adapted.policy, "seed"):
         adapted.policy.seed = config.train.seed
-    train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, text_collator(config, tokenizer), accelerator.num_processes,
+    train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, family.collator(processor, config),
+                                              accelerator.num_processes,
                                               accelerator.process_index, pin_memory=accelerator.device.type == "cuda")
     optimizer = make_optimizer(config, model) if adapted.trainable_parameters() else None
     # The training loader is already sharded (GlobalBatchSampler); the loop moves its batches to the device.
@@ -134,7 +140,7 @@ def build_run(config: RunConfig) -> Run:
     if optimizer:
         adapted.policy.setup(adapted.adapters, total_steps)
     logger = RunLogger(run_dir, tensorboard=config.train.tensorboard, enabled=accelerator.is_main_process)
-    return Run(config, run_dir, accelerator, data, tokenizer, adapted, model, train_loader, eval_loaders,
+    return Run(config, run_dir, accelerator, family, data, processor, adapted, model, train_loader, eval_loaders,
                optimizer, scheduler, total_steps, steps_per_epoch, logger)
 
 
@@ -142,17 +148,18 @@ def build_run(config: RunConfig) -> Run:
 # Evaluation
 # ==================================================================================================
 
-def evaluate(run: Run) -> dict[str, float]:
+def evaluate(run: Run, keep_outputs: dict[str, Outputs] | None = None) -> dict[str, float]:
     """Metrics on the eval splits, computed with ΔW merged into W (the same function, cheaper)."""
     with run.adapted.merged_for_evaluation():
-        return evaluate_loaders(run.model, run.eval_loaders, run.data.task, run.accelerator,
-                                show_progress=run.is_main and run.config.train.progress)
+        return evaluate_loaders(run.model, run.eval_loaders, run.family, run.data.spec, run.config, run.accelerator,
+                                run.processor, run.data.eval_splits, show_progress=run.is_main and run.config.train.progress,
+                                keep_outputs=keep_outputs)
 
 
 def best_metric_name(run: Run) -> str:
     if run.config.train.metric_for_best:
         return run.config.train.metric_for_best
-    main = run.data.task.main_metric
+    main = run.data.spec.main_metric
     first = next(iter(run.eval_loaders))
     return main if len(run.eval_loaders) == 1 else first.removeprefix("validation_") + "_" + main
 
@@ -218,12 +225,18 @@ def _train(run: Run) -> dict[str, Any]:
 
 
 def _final_evaluation(run: Run, loop: LoopState) -> dict[str, float]:
-    """Evaluate, log, export and checkpoint the end of the run; the checkpoint marks it finished."""
-    final = evaluate(run)
+    """Evaluate, log, write the family's predictions files, export and checkpoint the end of the
+    run; the checkpoint marks it finished."""
+    outputs: dict[str, Outputs] = {}
+    final = evaluate(run, keep_outputs=outputs)
     run.logger.log("eval", loop.step, final=True, **final)
+    if run.is_main:
+        for split, split_outputs in outputs.items():
+            run.family.write_predictions(run.run_dir, split, run.data.spec, split_outputs, run.processor,
+                                         run.data.eval_splits[split])
     _require_finite_evaluation(run, loop, final)
-    _update_best(run, loop, final)
-    _export(run, loop, final_pass=True)
+    improved = _update_best(run, loop, final)
+    _export(run, loop, final_pass=True, improved=improved)
     loop.final_metrics = final
     if run.optimizer is not None:
         _save(run, loop)
@@ -240,8 +253,8 @@ def _training_loop(run: Run, loop: LoopState) -> None:
     progress = _progress_bar(run, loop.step)
     batches, device, num_processes = run.train_loader.batch_sampler, accelerator.device, accelerator.num_processes
     window = _restored_window(run, loop)
-    # The task loss, or Cutoff / R-drop's loss with its second forward pass (rankadapt.tasks.text_classification.augment).
-    objective = build_objective(config.train, accelerator.unwrap_model(model).get_input_embeddings())
+    # The family's loss (text: the task loss, or Cutoff / R-drop's with a second forward pass).
+    objective = run.family.objective(config, accelerator.unwrap_model(model))
     if policy.rank_adaptive and loop.step == 0:
         run.logger.log("ranks", 0, ranks=run.adapted.rank_pattern(), total=sum(run.adapted.rank_pattern().values()))
     model.train()
@@ -469,7 +482,7 @@ def _fresh_run_dir(run: Run) -> None:
     make_run_dir(run.run_dir)  # train() made it already; build_run + _train callers may not have
     clear_run_outputs(run.run_dir)
     (run.run_dir / CONFIG_FILE).write_text(run.config.to_yaml())
-    run.logger.log("start", 0, method=run.config.method.name, task=run.data.task.name, model=run.config.model.name,
+    run.logger.log("start", 0, method=run.config.method.name, task=run.data.spec.name, model=run.config.model.name,
                    total_steps=run.total_steps, trainable_parameters=run.adapted.trainable_parameters(),
                    total_parameters=run.adapted.total_parameters(), train_examples=len(run.data.train))
 
@@ -506,17 +519,18 @@ def _save(run: Run, loop: LoopState, window: dict[str, Any] | None = None) -> No
                         rng_states=rng_states)
 
 
-def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
+def _export(run: Run, loop: LoopState, final_pass: bool = False, improved: bool = False) -> None:
     """``adapter/``: a PEFT LoRA for adapter methods; ``model/``: a transformers model for full/head.
 
-    With ``train.export=best`` the export is written whenever the best metric improves; the final pass
-    writes it only if nothing was written yet (or with ``export=last``).
+    With ``train.export=best`` the export is written whenever the best metric improves, the final
+    evaluation included (``improved``); the final pass also writes it if nothing was written yet (or
+    with ``export=last``).
     """
     if not run.is_main or run.adapted.method == "none":
         return
     target = run.run_dir / ("adapter" if run.adapted.adapters else "model")
     restore_interrupted_swap(target)
-    if final_pass and run.config.train.export == "best" and target.exists():
+    if final_pass and run.config.train.export == "best" and target.exists() and not improved:
         return
     if not final_pass and run.config.train.export == "last":
         return
@@ -524,27 +538,22 @@ def _export(run: Run, loop: LoopState, final_pass: bool = False) -> None:
 
     # Exports of a new best model during training show while they are written, then make way for the bar.
     with phase(f"exporting {target}", run.config.train.progress, leave=final_pass):
+        # What predict/eval need to treat inputs as this run did (the family's rankadapt.json fields).
+        meta = run.family.export_metadata(run.data.spec, run.config)
         if run.adapted.adapters:
-            meta = {**_prediction_meta(run), "step": loop.step, "metrics": loop.best_metrics}
-            export_peft(run.adapted, target, base_model=run.config.model.name, extra_meta=meta)
-            run.tokenizer.save_pretrained(str(target))
+            meta = {**meta, "step": loop.step, "metrics": loop.best_metrics}
+            export_peft(run.adapted, target, base_model=run.config.model.name, extra_meta=meta,
+                        task_type=run.family.peft_task_type)
+            run.family.save_processor(run.processor, target)
         else:
-            export_merged(run.adapted, target, tokenizer=run.tokenizer, meta=_prediction_meta(run))
-
-
-def _prediction_meta(run: Run) -> dict[str, Any]:
-    """What ``predict`` needs to encode inputs as this run did (``rankadapt.json``); ``label_names``
-    (class i is ``label_names[i]``) also give a stock PEFT model its labels (README, "Exported
-    adapters and PEFT")."""
-    task = run.data.task
-    return {"task": task.name, "label_names": task.label_names, "max_length": run.config.data.max_length,
-            "is_pair": task.is_pair}
+            export_merged(run.adapted, target, tokenizer=run.processor, meta=meta)
 
 
 def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) -> dict[str, Any]:
     adapted = run.adapted
     results = {
-        "task": run.data.task.name,
+        "task": run.data.spec.name,
+        "family": run.family.name,
         "method": adapted.method,
         "model": run.config.model.name,
         "seed": run.config.train.seed,

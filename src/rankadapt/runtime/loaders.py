@@ -29,7 +29,7 @@ def make_loaders(config: RunConfig, train: Dataset, evals: dict[str, Dataset], c
     # Each loader gets its own generator: otherwise every new iterator draws a seed from torch's global
     # generator, which shifts dropout masks and breaks exact resume.
     own_rng = {"generator": torch.Generator().manual_seed(config.train.seed)}
-    if config.train.group_by_length:
+    if config.train.group_by_length and getattr(train, "lengths", None) is not None:
         order = LengthGroupedSampler(train.lengths, config.train.batch_size, seed=config.train.seed)
     else:
         order = EpochPermutation(len(train), seed=config.train.seed)
@@ -49,5 +49,9 @@ def make_eval_loaders(config: RunConfig, evals: dict[str, Dataset], collate: Cal
 
 
 def _by_length(dataset: Dataset) -> list[int]:
-    """Evaluation in length order: the least padding; the metrics do not depend on the order."""
-    return sorted(range(len(dataset)), key=lambda i: dataset.lengths[i])
+    """Evaluation in length order: the least padding; the metrics do not depend on the order. A
+    dataset whose examples all cost the same (``lengths = None``: images) is read in order."""
+    lengths = getattr(dataset, "lengths", None)
+    if lengths is None:
+        return list(range(len(dataset)))
+    return sorted(range(len(dataset)), key=lambda i: lengths[i])

@@ -22,6 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...core.errors import DataError
+from ...core.progress import phase
+from ..base import TaskFamily
 from .images import (UNREADABLE, ImageExamples, align_to_training, limit_examples, load_rgb, read_images,
                      unreadable_images_error, vtab1k_split)
 from .metrics import TOP_K, classification_metrics, top_k_predictions
@@ -44,6 +46,9 @@ class ImageClassificationSettings(BaseModel):
     """Column of image paths in data.train_file / data.eval_file (relative to the file)."""
     top_k: int = Field(TOP_K, gt=0)
     """How many labels ``rankadapt predict`` prints per image."""
+    image_size: int | None = Field(None, ge=14)
+    """Train and evaluate at this many pixels square instead of the checkpoint's own size (e.g. 112 on
+    a CPU: a quarter of the patches of 224); null keeps the processor's."""
 
 
 @dataclass(frozen=True)
@@ -128,8 +133,8 @@ def predict_images(model: torch.nn.Module, processor, paths: Sequence[str], labe
     return records
 
 
-class ImageClassificationFamily:
-    """TaskFamily for image classification (structural: the base class comes with issue 15's merge)."""
+class ImageClassificationFamily(TaskFamily):
+    """Image classification on any ``AutoModelForImageClassification`` checkpoint (module doc)."""
 
     name: ClassVar[str] = FAMILY
     tasks: ClassVar[tuple[str, ...]] = (TASK,)
@@ -138,10 +143,10 @@ class ImageClassificationFamily:
     stock PEFT reproduces the logits), and adds the ``classifier`` to modules_to_save."""
     Settings: ClassVar[type[BaseModel]] = ImageClassificationSettings
 
-    def load_data(self, data, options: ImageClassificationSettings | None) -> ImageTaskData:
-        options = options or ImageClassificationSettings()
-        train = getattr(data, "train_dir", None) or data.train_file
-        evaluation = getattr(data, "eval_dir", None) or data.eval_file
+    def load_data(self, config) -> ImageTaskData:
+        data, options = config.data, _options(config)
+        train = data.train_dir or data.train_file
+        evaluation = data.eval_dir or data.eval_file
         if not train:
             raise DataError("data.task=imagefolder needs data.train_dir (DIR/<class>/*.jpg) or data.train_file "
                             "(a CSV/JSONL of image paths and labels)")
@@ -152,39 +157,87 @@ class ImageClassificationFamily:
     def load_processor(self, model_name: str):
         return load_image_processor(model_name)
 
-    def load_model(self, model, spec: ImageTaskSpec) -> torch.nn.Module:
-        return load_image_model(model, spec.label_names)
+    def prepare_processor(self, processor, config):
+        """The checkpoint's processor, at ``task_options.image_size`` when it is set."""
+        size = _options(config).image_size
+        return resized_processor(processor, size) if size else processor
 
-    def head_modules(self, model: torch.nn.Module) -> list[str]:
-        from ...core.targets import head_module_names
-        return head_module_names(model)
+    def load_model(self, config, spec: ImageTaskSpec, processor) -> torch.nn.Module:
+        model = load_image_model(config.model, spec.label_names)
+        if _options(config).image_size:
+            interpolate_positions(model)
+        return model
 
-    def encode(self, split: str, examples: ImageExamples, processor, config,
-               show_progress: bool) -> torch.utils.data.Dataset:
-        return encode_images(examples, processor, config.data.cache_dir)
+    def encode(self, split: str, examples: ImageExamples, processor, config, spec, show_progress: bool):
+        with phase(f"decoding {len(examples):,} {split} images", show_progress and config.train.progress):
+            return encode_images(examples, processor, config.data.cache_dir)
 
     def collator(self, processor, config) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
         return ImageCollator(processor)
 
-    def objective(self, config, model: torch.nn.Module):
-        return lambda model, batch: model(**batch).loss
-
-    def eval_step(self, model, batch, spec, options) -> dict[str, torch.Tensor]:
+    def eval_step(self, model, batch, spec, config) -> dict[str, torch.Tensor]:
         return eval_outputs(model, batch)
 
-    def compute_metrics(self, spec, outputs: dict[str, list[torch.Tensor]], processor) -> dict[str, float]:
-        return classification_metrics(torch.cat(outputs["logits"]), torch.cat(outputs["labels"]))
+    def compute_metrics(self, spec, outputs: dict[str, list[torch.Tensor]], processor, examples) -> dict[str, float]:
+        logits, labels = torch.cat(outputs["logits"]).float(), torch.cat(outputs["labels"])
+        metrics = classification_metrics(logits, labels)
+        metrics["loss"] = torch.nn.functional.cross_entropy(logits, labels.long()).item()
+        return metrics
 
-    def predict(self, model, processor, inputs: list[str], settings: dict[str, Any],
+    def predict(self, model, processor, inputs: list[str], meta: dict[str, Any],
                 show_progress: bool) -> list[dict[str, Any]]:
-        return predict_images(model, processor, inputs, settings["label_names"], int(settings.get("top_k", TOP_K)))
+        return predict_images(model, processor, inputs, meta["label_names"], int(meta.get("top_k", TOP_K)))
+
+    def describe_prediction(self, meta: dict[str, Any]) -> str:
+        return (f"task {meta.get('task', TASK)}: image files, {len(meta['label_names'])} classes, "
+                f"top {meta.get('top_k', TOP_K)} labels per image")
 
     def export_metadata(self, spec: ImageTaskSpec, config) -> dict[str, Any]:
-        options = getattr(config, "task_options", None) or ImageClassificationSettings()
+        options = _options(config)
         return {"task": spec.name, "family": FAMILY, "label_names": list(spec.label_names),
-                "top_k": options.top_k, "protocol": options.protocol}
+                "top_k": options.top_k, "protocol": options.protocol, "image_size": options.image_size}
 
-    def save_processor(self, processor, directory) -> None:
-        processor.save_pretrained(str(directory))
+    def spec_from_metadata(self, meta: dict[str, Any], config) -> ImageTaskSpec:
+        labels = meta.get("label_names") or config.data.label_names
+        if not labels:
+            raise DataError("this export records no class names (rankadapt.json label_names or the model's "
+                            "id2label); set data.label_names=[...] in the class order it was trained with")
+        return image_task_spec(tuple(labels))
+
+    def metadata_settings(self, meta: dict[str, Any]) -> dict[str, Any]:
+        options = {k: meta[k] for k in ("top_k", "protocol", "image_size") if meta.get(k) is not None}
+        return {"data": {"task": TASK}, "task_options": options}
 
 
+def _options(config) -> ImageClassificationSettings:
+    return getattr(config, "task_options", None) or ImageClassificationSettings()
+
+
+def interpolate_positions(model: torch.nn.Module) -> None:
+    """Make ``model`` take images of another size than its checkpoint's: ViT, DeiT and BEiT
+    interpolate their position embeddings only when asked (``interpolate_pos_encoding=True``, which
+    is then bound into ``forward``; pass it yourself to a stock model); DINOv2 always does."""
+    import functools
+    import inspect
+
+    if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
+        model.forward = functools.partial(model.forward, interpolate_pos_encoding=True)
+
+
+def resized_processor(processor, image_size: int):
+    """A copy of ``processor`` that gives ``image_size`` × ``image_size`` pixels: the crop (when it
+    crops) at that size with the resize keeping the checkpoint's resize/crop ratio (DINOv2: 256 → 224),
+    else the resize itself. ViT-family models interpolate their position embeddings to the new grid."""
+    import copy
+
+    out = copy.deepcopy(processor)
+    size = dict(getattr(out, "size", None) or {})
+    if getattr(out, "do_center_crop", False) and getattr(out, "crop_size", None):
+        crop = dict(out.crop_size)
+        ratio = (size.get("shortest_edge") or size.get("height") or crop["height"]) / crop["height"]
+        out.crop_size = {"height": image_size, "width": image_size}
+        edge = max(image_size, round(image_size * ratio))
+        out.size = {"shortest_edge": edge} if "shortest_edge" in size else {"height": edge, "width": edge}
+    else:
+        out.size = {"height": image_size, "width": image_size}
+    return out

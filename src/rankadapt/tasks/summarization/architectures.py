@@ -21,7 +21,7 @@ from torch import nn
 from ...core.errors import ModelError
 from ...core.models import resolve_model_path
 
-SEQ2SEQ_MODULE_NAMES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+from ...core.config import SEQ2SEQ_MODULE_NAMES  # noqa: E402  (q_proj, k_proj, v_proj, out_proj, fc1, fc2)
 
 # BART and its descendants: self_attn / encoder_attn (cross-attention) projections, fc1 / fc2.
 _BART_LIKE = {
@@ -78,6 +78,28 @@ def target_patterns(model: nn.Module, names: list[str] | tuple[str, ...] = SEQ2S
         return [rf"^{part}\..*{_module_map(getattr(config, part).model_type)[name]}"
                 for part in ("encoder", "decoder") for name in names]
     return [_module_map(model_type)[name] for name in names]
+
+
+# The encoder roles of method.lora_module (the default ["query", "value"] among them) name the same maps.
+ENCODER_ROLES = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "attention.output": "out_proj",
+                 "intermediate": "fc1", "layer.output": "fc2"}
+
+
+def role_patterns(model: nn.Module) -> dict[str, str]:
+    """Every ``method.lora_module`` name -> its regular expression on ``model`` (seq2seq names and
+    their encoder-role synonyms), for :func:`rankadapt.core.targets.find_targets`."""
+    patterns = {name: "|".join(f"(?:{p})" for p in target_patterns(model, [name])) for name in SEQ2SEQ_MODULE_NAMES}
+    return {**patterns, **{role: patterns[name] for role, name in ENCODER_ROLES.items()}}
+
+
+def new_module_names(model: nn.Module) -> list[str]:
+    """Modules a warm start (``EncoderDecoderModel`` from two encoders) initialises at random: every
+    decoder cross-attention block and the decoder's LM-head transform (an encoder checkpoint has no
+    MLM head; the output projection itself stays tied to the embeddings). Empty for native seq2seq models."""
+    if getattr(model.config, "model_type", None) != ENCODER_DECODER:
+        return []
+    names = [name for name, _ in model.named_modules() if name.endswith(".crossattention")]
+    return names + [name for name, _ in model.named_modules() if name.endswith("cls.predictions.transform")]
 
 
 def _module_map(model_type: str | None) -> dict[str, str]:

@@ -1,12 +1,10 @@
-"""The summarization task family: the building blocks of this package behind the TaskFamily
-interface of issue 15 (design15.md §1), so wiring it into the loop is a registration line.
+"""The summarization task family: this package's building blocks behind the TaskFamily interface.
 
-Until issue 15 lands this class is structurally typed (no base class) and imports only the core
-layer. Run-config keys: ``data.task`` (``summarization`` with ``data.train_file``, or ``xsum`` from the
-local data root), ``data.train_file``, ``data.eval_file``, ``data.text_column`` (default ``document``),
-``data.max_length`` (source tokens); the family's own keys are :class:`SummarizationSettings`
-(``task_options:``), where ``data.target_column`` and ``data.max_target_length`` take precedence when
-the data section defines them (the issue's contract names them there).
+Run-config keys: ``data.task`` (``summarization`` with ``data.train_file``/``data.eval_file``, or
+``xsum`` from the local data root), ``data.text_column`` (default ``document``),
+``data.target_column`` (default ``summary``), ``data.max_length`` (source tokens),
+``data.max_target_length`` (default 64); the family's own keys are :class:`SummarizationSettings`
+(``task_options:``: decoding, label smoothing, source prefix, id column).
 """
 
 from __future__ import annotations
@@ -22,34 +20,39 @@ import torch
 from pydantic import Field
 
 from ...core.config import DATA_DIR_ENV
-from ...core.errors import DataError, ModelError
+from ...core.errors import ConfigError, DataError, ModelError
 from ...core.models import resolve_model_path
-from .architectures import load_seq2seq_model, start_token_to_strip
+from ...core.progress import phase
+from ..base import TaskFamily
+from .architectures import load_seq2seq_model, new_module_names, role_patterns, start_token_to_strip
 from .data import LABEL_PAD_ID, EncodedPairs, PairColumns, Seq2SeqCollator, SummaryPair, encode_pairs, read_pairs
 from .generation import GenerationSettings, generate_summaries, per_example_loss, seq2seq_loss, teacher_forced_logits
-from .rouge import ROUGE_KEYS, rouge_scores
+from .rouge import ROUGE_KEYS, rouge_scores, write_predictions
 
 XSUM_FILES = {"train": "train.jsonl", "validation": "validation.jsonl"}
 
 
 class SummarizationSettings(GenerationSettings):
-    """The summarization family's keys (``task_options:``): columns, target length, loss, decoding."""
+    """The summarization family's keys (``task_options:``): loss, source prefix, ids, decoding.
+    Columns and lengths are ``data.`` keys (data.text_column, data.target_column, data.max_length,
+    data.max_target_length)."""
 
-    target_column: str = "summary"
-    """Column holding the reference summary."""
     id_column: str | None = "id"
     """Column holding an example id, copied to predictions.jsonl when present (optional)."""
-    max_target_length: int = Field(64, gt=1)
-    """Target tokens kept for training (AdaLoRA's XSum script: 64); longer targets are cut and counted."""
     source_prefix: str = ""
     """Text put before every source (T5 checkpoints expect ``"summarize: "``)."""
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     """ε of the label-smoothed cross-entropy (the BART recipes: 0.1)."""
 
 
+DEFAULT_TARGET_COLUMN = "summary"
+DEFAULT_SOURCE_COLUMN = "document"
+DEFAULT_MAX_TARGET_LENGTH = 64
+
+
 @dataclass(frozen=True)
 class SummarizationTask:
-    """The facts of a summarization task (design15's TaskSpec)."""
+    """The facts of a summarization task (rankadapt.tasks.base.TaskSpec)."""
 
     name: str
     metrics: tuple[str, ...] = ROUGE_KEYS
@@ -58,7 +61,7 @@ class SummarizationTask:
 
 @dataclass
 class SummarizationData:
-    """design15's TaskData: the spec and the splits as :class:`SummaryPair` lists."""
+    """rankadapt.tasks.base.TaskData: the spec and the splits as :class:`SummaryPair` lists."""
 
     spec: SummarizationTask
     train: list[SummaryPair]
@@ -66,23 +69,28 @@ class SummarizationData:
     source: str
 
 
-class SummarizationFamily:
+class SummarizationFamily(TaskFamily):
     name: ClassVar[str] = "summarization"
     tasks: ClassVar[tuple[str, ...]] = ("summarization", "xsum")
     peft_task_type: ClassVar[str] = "SEQ_2_SEQ_LM"
     Settings: ClassVar[type[SummarizationSettings]] = SummarizationSettings
 
     # ---- reading ---------------------------------------------------------------------------------
-    def load_data(self, data, options: SummarizationSettings | None) -> SummarizationData:
-        options = options or SummarizationSettings()
-        columns = PairColumns(source=data.text_column or "document",
-                              target=getattr(data, "target_column", None) or options.target_column,
-                              id=options.id_column)
+    def load_data(self, config) -> SummarizationData:
+        data, options = config.data, _options(config)
+        columns = PairColumns(source=data.text_column or DEFAULT_SOURCE_COLUMN,
+                              target=data.target_column or DEFAULT_TARGET_COLUMN, id=options.id_column)
         train_path, eval_path = _split_files(data)
         train = _limit(read_pairs(train_path, columns), data.train_limit, data.split_seed)
         evaluation = _limit(read_pairs(eval_path, columns), data.eval_limit, data.split_seed)
         return SummarizationData(SummarizationTask(data.task), train, {"validation": evaluation},
                                  source=f"file: {train_path}, {eval_path}")
+
+    def check_config(self, config, spec) -> None:
+        super().check_config(config, spec)
+        if config.method.name == "head":
+            raise ConfigError("method.name=head trains the classification head alone, and summarization models have "
+                              "no classification head; use lora (or another adapter method) or full")
 
     # ---- model ----------------------------------------------------------------------------------
     def load_processor(self, model_name: str):
@@ -94,20 +102,28 @@ class SummarizationFamily:
         except (OSError, ValueError) as err:
             raise ModelError(f"cannot load the tokenizer of {model_name!r} from {path}: {err}") from None
 
-    def load_model(self, model, spec: SummarizationTask) -> torch.nn.Module:
-        return load_seq2seq_model(model.name, self.load_processor(model.name))
+    def load_model(self, config, spec: SummarizationTask, processor) -> torch.nn.Module:
+        return load_seq2seq_model(config.model.name, processor)
 
     def head_modules(self, model: torch.nn.Module) -> list[str]:
-        """None: the LM head is tied to the embeddings, which stay frozen (as in the source systems)."""
-        return []
+        """Modules trained in full and saved with the adapter. A native seq2seq checkpoint: none (the
+        LM head is tied to the frozen embeddings, as in the source systems). A warm-started
+        EncoderDecoderModel (bert2bert): the weights the warm start creates at random, every
+        cross-attention block and the decoder's LM-head transform, so that nothing random stays frozen
+        (and an export reproduces the model without the random seed of its start)."""
+        return new_module_names(model)
+
+    def role_patterns(self, model: torch.nn.Module) -> dict[str, str]:
+        return role_patterns(model)
 
     # ---- encoding and batching ------------------------------------------------------------------
-    def encode(self, split: str, examples: Sequence[SummaryPair], processor, config, show_progress: bool = False
+    def encode(self, split: str, examples: Sequence[SummaryPair], processor, config, spec, show_progress: bool = False
                ) -> EncodedPairs:
         options = _options(config)
-        return encode_pairs(examples, processor, config.data.max_length, _max_target_length(config),
-                            source_prefix=options.source_prefix,
-                            decoder_start_token_id=start_token_to_strip(config.model.name, processor))
+        with phase(f"tokenising {split}", show_progress and config.train.progress):
+            return encode_pairs(examples, processor, config.data.max_length, max_target_length(config),
+                                source_prefix=options.source_prefix,
+                                decoder_start_token_id=start_token_to_strip(config.model.name, processor))
 
     def collator(self, processor, config) -> Seq2SeqCollator:
         return Seq2SeqCollator(processor.pad_token_id)
@@ -119,10 +135,10 @@ class SummarizationFamily:
 
     # ---- evaluation -----------------------------------------------------------------------------
     def eval_step(self, model: torch.nn.Module, batch: dict[str, torch.Tensor], spec: SummarizationTask,
-                  options: SummarizationSettings | None) -> dict[str, torch.Tensor]:
+                  config) -> dict[str, torch.Tensor]:
         """Generated ids (padded with the pad id), labels, per-example loss and the example index.
         Call under ``merged_for_evaluation`` and ``torch.no_grad`` (the runtime does)."""
-        options = options or SummarizationSettings()
+        options = _options(config)
         core = getattr(model, "module", model)  # generate() lives on the model, not on a DDP wrapper
         pad = core.config.pad_token_id if core.config.pad_token_id is not None else 0
         generated = core.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -130,12 +146,15 @@ class SummarizationFamily:
         loss = per_example_loss(teacher_forced_logits(model, batch), batch["labels"])
         return {"generated": generated, "labels": batch["labels"], "loss": loss, "index": batch["index"]}
 
-    def compute_metrics(self, spec: SummarizationTask, outputs: dict[str, list[torch.Tensor]], processor,
-                        references: Sequence[str] | None = None) -> dict[str, float]:
-        """ROUGE ×100 of the decoded generations, mean eval loss, mean generated length in tokens.
+    def eval_padding(self, processor) -> dict[str, int]:
+        return {"generated": processor.pad_token_id, "labels": LABEL_PAD_ID}
 
-        ``references`` (the split's raw summaries, by example index) should be given: decoding the
-        token labels instead loses case and spacing and keeps the max_target_length cut."""
+    def compute_metrics(self, spec: SummarizationTask, outputs: dict[str, list[torch.Tensor]], processor,
+                        examples: Sequence[SummaryPair] | None = None) -> dict[str, float]:
+        """ROUGE ×100 of the decoded generations against the split's raw summaries (decoding the token
+        labels instead would lose case and spacing and keep the max_target_length cut), the mean eval
+        loss, and the mean generated length in tokens."""
+        references = [pair.target for pair in examples] if examples is not None else None
         predictions, gold = decode_outputs(outputs, processor, references)
         metrics = rouge_scores(predictions, gold)
         metrics["loss"] = float(torch.cat(outputs["loss"]).float().mean())
@@ -145,23 +164,44 @@ class SummarizationFamily:
                                             for batch in outputs["generated"] for row in batch.tolist()]))
         return metrics
 
+    def write_predictions(self, directory: Path, split: str, spec, outputs, processor, examples) -> Path:
+        """``predictions.jsonl`` (``predictions-<split>.jsonl`` beside a second split): id, prediction, reference."""
+        predictions, references = decode_outputs(outputs, processor, [pair.target for pair in examples])
+        order = sorted(torch.cat(outputs["index"]).tolist())
+        ids = [examples[i].id for i in order]
+        name = "predictions.jsonl" if split == "validation" else f"predictions-{split}.jsonl"
+        return write_predictions(Path(directory) / name, predictions, references,
+                                 ids if any(i is not None for i in ids) else None)
+
     # ---- predict and export ---------------------------------------------------------------------
-    def predict(self, model: torch.nn.Module, processor, inputs: list[str], settings: dict[str, Any],
+    def predict(self, model: torch.nn.Module, processor, inputs: list[str], meta: dict[str, Any],
                 show_progress: bool = False) -> list[dict[str, Any]]:
-        generation = GenerationSettings(**settings.get("generation", {}))
-        summaries = generate_summaries(model, processor, inputs, generation, settings.get("max_length", 512),
-                                       source_prefix=settings.get("source_prefix", ""))
+        generation = GenerationSettings(**meta.get("generation", {}))
+        summaries = generate_summaries(model, processor, inputs, generation, meta.get("max_length", 512),
+                                       source_prefix=meta.get("source_prefix", ""))
         return [{"text": text, "summary": summary} for text, summary in zip(inputs, summaries, strict=True)]
+
+    def describe_prediction(self, meta: dict[str, Any]) -> str:
+        generation = GenerationSettings(**meta.get("generation", {}))
+        return (f"task {meta.get('task')}: documents truncated to {meta.get('max_length')} tokens, "
+                f"{generation.num_beams} beams, at most {generation.max_new_tokens} new tokens")
 
     def export_metadata(self, spec: SummarizationTask, config) -> dict[str, Any]:
         options = _options(config)
         return {"task": spec.name, "family": self.name, "max_length": config.data.max_length,
-                "max_target_length": _max_target_length(config), "source_prefix": options.source_prefix,
+                "max_target_length": max_target_length(config), "source_prefix": options.source_prefix,
                 "generation": GenerationSettings(**options.model_dump(
                     include=set(GenerationSettings.model_fields))).model_dump()}
 
-    def save_processor(self, processor, directory) -> None:
-        processor.save_pretrained(str(directory))
+    def spec_from_metadata(self, meta: dict[str, Any], config) -> SummarizationTask:
+        return SummarizationTask(meta.get("task") or config.data.task)
+
+    def metadata_settings(self, meta: dict[str, Any]) -> dict[str, Any]:
+        data = {k: meta[k] for k in ("task", "max_length", "max_target_length") if meta.get(k) is not None}
+        options = dict(meta.get("generation") or {})
+        if meta.get("source_prefix"):
+            options["source_prefix"] = meta["source_prefix"]
+        return {"data": data, "task_options": options}
 
 
 def decode_outputs(outputs: dict[str, list[torch.Tensor]], processor, references: Sequence[str] | None = None
@@ -183,8 +223,8 @@ def _options(config) -> SummarizationSettings:
     return getattr(config, "task_options", None) or SummarizationSettings()
 
 
-def _max_target_length(config) -> int:
-    return getattr(config.data, "max_target_length", None) or _options(config).max_target_length
+def max_target_length(config) -> int:
+    return config.data.max_target_length or DEFAULT_MAX_TARGET_LENGTH
 
 
 def _split_files(data) -> tuple[Path, Path]:

@@ -38,6 +38,11 @@ class TaskData:
     source: str
     """Where the examples came from, for logs and results (``local: ...``, ``hub: ...``, ``file: ...``)."""
 
+    @property
+    def spec(self) -> TaskSpec:
+        """The task spec under the name every task family's data uses (rankadapt.tasks.base.TaskData)."""
+        return self.task
+
 
 @dataclass
 class RawTable:
