@@ -97,17 +97,21 @@ def adapt(variant: str, model):
                 module.register_forward_hook(lambda module, inputs, output: output.requires_grad_(True))
         return model, []
     # rankadapt decides the maps for both adapter variants: PEFT gets exactly the full names it adapted.
+    # bert2bert: the warm start's random cross-attention and LM-head transform are trained in full
+    # (the family's head modules) on both sides; no adapter goes inside them.
+    heads = SummarizationFamily().head_modules(model)
     method = MethodConfig(name="lora", lora_r=8, lora_alpha=16, target_modules=target_patterns(model),
-                          modules_to_save=SummarizationFamily().head_modules(model))
+                          modules_to_save=heads)
     if variant == "lora":
         adapted = prepare_model(model, method)
         return model, sorted(adapted.adapters)
     import peft
     from rankadapt.core.targets import find_targets
 
-    targets = sorted(find_targets(model, None, method.target_modules))
+    targets = sorted(find_targets(model, None, method.target_modules, heads=heads))
     model = peft.get_peft_model(model, peft.LoraConfig(task_type="SEQ_2_SEQ_LM", r=8, lora_alpha=16,
-                                                       lora_dropout=0.0, target_modules=targets))
+                                                       lora_dropout=0.0, target_modules=targets,
+                                                       modules_to_save=heads or None))
     return model, targets
 
 

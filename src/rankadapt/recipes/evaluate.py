@@ -32,7 +32,8 @@ def evaluate_loaders(model, loaders: dict[str, DataLoader], family: TaskFamily, 
     Each batch goes through ``family.eval_step``; the per-example outputs of a split are gathered
     (dim 1 padded across processes where lengths differ, as generated sequences do) and handed to
     ``family.compute_metrics``. With several splits (MNLI) each metric is prefixed by its split:
-    ``matched_accuracy``. ``keep_outputs``: filled with each split's outputs (for predictions files).
+    ``matched_accuracy``, except a split named ``test``, whose metrics keep their plain names (VTAB-1k:
+    ``validation_accuracy`` selects, ``accuracy`` on test is reported). ``keep_outputs``: filled with each split's outputs (for predictions files).
     ``show_progress``: a bar per split (batches), gone when the split is done.
     """
     was_training = model.training
@@ -51,7 +52,9 @@ def evaluate_loaders(model, loaders: dict[str, DataLoader], family: TaskFamily, 
         split_metrics = family.compute_metrics(spec, outputs, processor, examples[split])
         if keep_outputs is not None:
             keep_outputs[split] = outputs
-        prefix = "" if len(loaders) == 1 else split.removeprefix("validation_") + "_"
+        # Several splits: each metric is prefixed by its split (matched_accuracy, validation_accuracy), but
+        # a "test" split (VTAB-1k's reported figures, selected on "validation") keeps the plain names.
+        prefix = "" if len(loaders) == 1 or split == "test" else split.removeprefix("validation_") + "_"
         metrics.update({prefix + k: float(v) for k, v in split_metrics.items()})
     model.train(was_training)
     return metrics
