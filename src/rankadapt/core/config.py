@@ -181,6 +181,11 @@ def register_task_options(task: str, settings: type[BaseModel] | None) -> None:
     _TASK_OPTIONS[task] = settings
 
 
+def registered_task_options() -> dict[str, type[BaseModel] | None]:
+    """``task_options:`` settings by data.task, in registration order."""
+    return dict(_TASK_OPTIONS)
+
+
 def task_options_class(task: str) -> type[BaseModel] | None:
     return _TASK_OPTIONS.get(str(task).strip().lower())
 

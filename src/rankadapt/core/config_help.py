@@ -80,6 +80,20 @@ def _type_name(kind: Any) -> str:
     return getattr(kind, "__name__", str(kind))
 
 
+def _task_option_sections(config: RunConfig, every: bool) -> list[tuple[str, list[KeyHelp]]]:
+    """``task_options.`` keys of data.task's family (of every task that has some, with ``every``)."""
+    from .config import registered_task_options
+
+    options = registered_task_options()
+    chosen = options if every else {config.data.task: type(config.task_options)} if config.task_options else {}
+    seen: dict[type, list[str]] = {}
+    for task, settings in chosen.items():
+        if settings is not None:
+            seen.setdefault(settings, []).append(task)
+    return [(f"task_options (data.task={' | '.join(tasks)})", key_help(settings, "task_options."))
+            for settings, tasks in seen.items()]
+
+
 def describe_keys(config: RunConfig, all_methods: bool = False, width: int = 100) -> str:
     """The help text: model, data, the method's own keys (or every registered method's), train, the rest."""
     from .config import DataConfig, ModelConfig, TrainConfig, method_names
@@ -90,6 +104,7 @@ def describe_keys(config: RunConfig, all_methods: bool = False, width: int = 100
     for settings in methods:
         name = settings.model_fields["name"].default
         sections.append((f"method (method.name={name})", key_help(settings, "method.")))
+    sections += _task_option_sections(config, all_methods)
     sections += [("train", key_help(TrainConfig, "train.")), ("run", key_help(RunConfig))]
     lines = []
     for title, rows in sections:

@@ -29,7 +29,7 @@ from .data import LABEL_PAD_ID, length_sorted_batches, pad_rows
 class GenerationSettings(BaseModel):
     """How evaluation and ``predict`` generate summaries (``model.generate`` arguments)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
     num_beams: int = Field(6, gt=0)
     """Beam size (1 = greedy decoding)."""
