@@ -40,7 +40,8 @@ from ..core.config import RunConfig, method_keys
 from ..core.config_files import _deep_merge, build_config, parse_overrides, read_yaml
 from ..core.errors import ConfigError
 
-SECTIONS = ("model", "data", "method", "train")
+SECTIONS = ("model", "data", "task_options", "method", "train")
+"""The run-config sections a sweep entry (or a command-line override) may set."""
 
 
 class SweepSpec(BaseModel):
