@@ -44,14 +44,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from steps import PeakRSS
+from steps import PeakRSS, adapter_table, run_json_worker
 
 VARIANTS = ["floor", "lora", "peft-lora"]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -210,23 +208,10 @@ def _subprocess(args, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch), "--source-length",
            str(args.source_length), "--target-length", str(args.target_length), "--warmup", str(args.warmup),
            "--repeats", str(args.repeats), "--threads", str(args.threads), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(extra)} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_json_worker(cmd, args.threads, " ".join(extra))
 
 
-def table(rows: list[dict]) -> str:
-    by_name = {r["variant"]: r for r in rows}
-    lines = ["| variant | trainable params | step (s) | × floor | × PEFT LoRA | peak mem (MB) | × PEFT LoRA mem |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = lambda name, key: f"{r[key] / by_name[name][key]:.2f}" if name in by_name else "–"
-        lines.append(f"| {r['variant']} | {r['trainable_parameters']:,} | {r['step_seconds']:.3f} | "
-                     f"{ratio('floor', 'step_seconds')} | {ratio('peft-lora', 'step_seconds')} | "
-                     f"{r['peak_memory_mb']:.0f} | {ratio('peft-lora', 'peak_memory_mb')} |")
-    return "\n".join(lines)
+table = adapter_table  # step time and peak memory per variant (bench/steps.py)
 
 
 def main() -> None:

@@ -317,16 +317,35 @@ def _device_name(device: str) -> str:
 # Driver: every variant x size in subprocesses, then the table
 # ----------------------------------------------------------------------------------------------------
 
+def run_json_worker(cmd: list[str], threads: int, label: str) -> dict:
+    """Run one benchmark worker in a fresh process (threads pinned) and return the JSON record it
+    prints last; a failure raises with the end of its stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{label} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def adapter_table(rows: list[dict]) -> str:
+    """Markdown rows of step time and peak memory per variant, against ``floor`` and ``peft-lora``."""
+    by_name = {r["variant"]: r for r in rows}
+    lines = ["| variant | trainable params | step (s) | × floor | × PEFT LoRA | peak mem (MB) | × PEFT LoRA mem |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = lambda name, key: f"{r[key] / by_name[name][key]:.2f}" if name in by_name else "–"
+        lines.append(f"| {r['variant']} | {r['trainable_parameters']:,} | {r['step_seconds']:.3f} | "
+                     f"{ratio('floor', 'step_seconds')} | {ratio('peft-lora', 'step_seconds')} | "
+                     f"{r['peak_memory_mb']:.0f} | {ratio('peft-lora', 'peak_memory_mb')} |")
+    return "\n".join(lines)
+
+
 def run_variant(variant: str, args, batch: int, seq: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", variant, "--model", args.model, "--sizes", f"{batch}x{seq}",
            "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--threads", str(args.threads),
            "--autocast", args.autocast, "--profile", str(args.profile), "--lora-dropout", str(args.lora_dropout),
            "--device", args.device, "--padding", args.padding] + (["--compile"] if args.compile else [])
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{variant} {batch}x{seq} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_json_worker(cmd, args.threads, f"{variant} {batch}x{seq}")
 
 
 def table(rows: list[dict]) -> str:

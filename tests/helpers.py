@@ -104,3 +104,27 @@ def copy_adapters_into_peft(adapted, reference) -> None:
         for head in adapted.head_modules:
             theirs = reference.base_model.model.get_submodule(head).modules_to_save["default"]
             theirs.load_state_dict(adapted.model.get_submodule(head).state_dict())
+
+
+def assert_resume_equals_straight_run(train_args, straight, interrupted, monkeypatch, stop_at: int) -> None:
+    """Train ``straight`` uninterrupted; train ``interrupted`` with a Ctrl-C after optimizer step
+    ``stop_at`` (exit 130), resume it, and require the same train / ranks / eval events as the
+    straight run (timings left out). ``train_args(run_dir)`` gives the CLI arguments of a run."""
+    import rankadapt.recipes.finetune as finetune
+    from test_cli import events, invoke, train_ok
+
+    train_ok(*train_args(straight))
+    original = finetune._advance_bar
+
+    def interrupt(run, loop, *args):
+        original(run, loop, *args)
+        if loop.step == stop_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune, "_advance_bar", interrupt)
+    assert invoke("train", *train_args(interrupted)).exit_code == 130
+    monkeypatch.setattr(finetune, "_advance_bar", original)
+    train_ok(*train_args(interrupted), "train.resume=true")
+    untimed = lambda d, kind: [{k: v for k, v in e.items() if k != "samples_per_second"} for e in events(d, kind)]
+    for kind in ("train", "ranks", "eval"):
+        assert untimed(interrupted, kind) == untimed(straight, kind), kind

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import rankadapt.recipes.finetune as finetune
+from helpers import assert_resume_equals_straight_run
 from image_helpers import make_image_folder, tiny_processor, tiny_vision_model
 from seq2seq_fixtures import one_thread  # noqa: F401  (fixture)
 from test_cli import events, invoke, train_ok
@@ -107,22 +107,8 @@ def test_every_method_trains_on_images(method, vision, tmp_path):
 
 @pytest.mark.parametrize("method", ["full", "lora", "adalora", "elalora", "sora", "rmlora"])
 def test_resume_on_images_equals_an_uninterrupted_run(method, vision, tmp_path, monkeypatch):
-    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train_ok(*image_args(vision, straight, method))
-    original = finetune._advance_bar
-
-    def stop_after_step_6(run, loop, *args):
-        original(run, loop, *args)
-        if loop.step == 6:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(finetune, "_advance_bar", stop_after_step_6)
-    assert invoke("train", *image_args(vision, interrupted, method)).exit_code == 130
-    monkeypatch.setattr(finetune, "_advance_bar", original)
-    train_ok(*image_args(vision, interrupted, method), "train.resume=true")
-    untimed = lambda d, kind: [{k: v for k, v in e.items() if k != "samples_per_second"} for e in events(d, kind)]
-    for kind in ("train", "ranks", "eval"):
-        assert untimed(interrupted, kind) == untimed(straight, kind), kind
+    assert_resume_equals_straight_run(lambda run_dir: image_args(vision, run_dir, method), tmp_path / "straight",
+                                      tmp_path / "interrupted", monkeypatch, stop_at=6)
 
 
 def test_more_than_five_classes_report_top5_and_vtab_protocol(vision, tmp_path):

@@ -12,10 +12,9 @@ import pytest
 import torch
 import transformers
 
-import rankadapt.recipes.finetune as finetune
-from helpers import make_model_dir, make_tokenizer, sentiment_rows
+from helpers import assert_resume_equals_straight_run, make_model_dir, make_tokenizer, sentiment_rows
 from seq2seq_fixtures import one_thread  # noqa: F401  (fixture)
-from test_cli import events, invoke, train_ok
+from test_cli import invoke, train_ok
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,23 +124,10 @@ def test_lora_summarization_writes_the_contract_and_loads_in_stock_peft(corpus, 
 @pytest.mark.parametrize("method", list(METHOD_ARGS))
 def test_every_method_trains_and_resumes_exactly_on_summarization(method, corpus, tmp_path, monkeypatch):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    train_ok(*seq2seq_args(corpus, straight, method))
+    assert_resume_equals_straight_run(lambda run_dir: seq2seq_args(corpus, run_dir, method), straight, interrupted,
+                                      monkeypatch, stop_at=6)
     results = json.loads((straight / "results.json").read_text())
     assert results["method"] == method and results["steps"] == 8
-    original = finetune._advance_bar
-
-    def stop_after_step_6(run, loop, *args):
-        original(run, loop, *args)
-        if loop.step == 6:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(finetune, "_advance_bar", stop_after_step_6)
-    assert invoke("train", *seq2seq_args(corpus, interrupted, method)).exit_code == 130
-    monkeypatch.setattr(finetune, "_advance_bar", original)
-    train_ok(*seq2seq_args(corpus, interrupted, method), "train.resume=true")
-    untimed = lambda d, kind: [{k: v for k, v in e.items() if k != "samples_per_second"} for e in events(d, kind)]
-    for kind in ("train", "ranks", "eval"):
-        assert untimed(interrupted, kind) == untimed(straight, kind), kind
     assert (interrupted / "predictions.jsonl").read_text() == (straight / "predictions.jsonl").read_text()
 
 
