@@ -128,3 +128,15 @@ def assert_resume_equals_straight_run(train_args, straight, interrupted, monkeyp
     untimed = lambda d, kind: [{k: v for k, v in e.items() if k != "samples_per_second"} for e in events(d, kind)]
     for kind in ("train", "ranks", "eval"):
         assert untimed(interrupted, kind) == untimed(straight, kind), kind
+
+
+# Settings that let each rank-adaptive method act within an 8-step CLI run (budgeting from step 2 to 4,
+# rounds every 2 steps, a threshold that prunes): the image and summarization CLI tests use them.
+EIGHT_STEP_METHOD_ARGS = {
+    "adalora": ["method.lora_r=4", "method.target_rank=2", "method.init_warmup=2", "method.final_warmup=4",
+                "method.mask_interval=1"],
+    "elalora": ["method.lora_r=3", "method.max_rank=6", "method.b=2", "method.k=1", "method.init_warmup=2",
+                "method.final_warmup=4", "method.mask_interval=2"],
+    "sora": ["method.lora_r=4", "method.sparse_lambda_2=0.01"],
+    "rmlora": ["method.lora_r=4", "method.random_rank=2"],
+}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import assert_resume_equals_straight_run
+from helpers import EIGHT_STEP_METHOD_ARGS, assert_resume_equals_straight_run
 from image_helpers import make_image_folder, tiny_processor, tiny_vision_model
 from seq2seq_fixtures import one_thread  # noqa: F401  (fixture)
 from test_cli import events, invoke, train_ok
@@ -18,12 +18,7 @@ from test_cli import events, invoke, train_ok
 METHOD_ARGS = {
     "none": [], "head": [], "full": ["train.learning_rate=1e-3"],
     "lora": ["method.lora_r=4", "method.lora_module=[query,value,intermediate]"],
-    "adalora": ["method.lora_r=4", "method.target_rank=2", "method.init_warmup=2", "method.final_warmup=4",
-                "method.mask_interval=1"],
-    "elalora": ["method.lora_r=3", "method.max_rank=6", "method.b=2", "method.k=1", "method.init_warmup=2",
-                "method.final_warmup=4", "method.mask_interval=2"],
-    "sora": ["method.lora_r=4", "method.sparse_lambda_2=0.01"],
-    "rmlora": ["method.lora_r=4", "method.random_rank=2"],
+    **EIGHT_STEP_METHOD_ARGS,
 }
 CLASSES = {"apple": 8, "berry": 8, "cherry": 8}
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from helpers import assert_resume_equals_straight_run, make_model_dir, make_tokenizer, sentiment_rows
+from helpers import EIGHT_STEP_METHOD_ARGS, assert_resume_equals_straight_run, make_model_dir, make_tokenizer, sentiment_rows
 from seq2seq_fixtures import one_thread  # noqa: F401  (fixture)
 from test_cli import invoke, train_ok
 
@@ -22,12 +22,7 @@ SUMMARY_WORDS = {"good", "great", "fine", "nice", "superb", "lovely", "bad", "aw
 METHOD_ARGS = {
     "full": ["train.learning_rate=1e-3"],
     "lora": ["method.lora_r=4", "method.lora_module=[q_proj,v_proj,fc1]"],
-    "adalora": ["method.lora_r=4", "method.target_rank=2", "method.init_warmup=2", "method.final_warmup=4",
-                "method.mask_interval=1"],
-    "elalora": ["method.lora_r=3", "method.max_rank=6", "method.b=2", "method.k=1", "method.init_warmup=2",
-                "method.final_warmup=4", "method.mask_interval=2"],
-    "sora": ["method.lora_r=4", "method.sparse_lambda_2=0.01"],
-    "rmlora": ["method.lora_r=4", "method.random_rank=2"],
+    **EIGHT_STEP_METHOD_ARGS,
 }
 
 

@@ -186,19 +186,21 @@ def base_fingerprint(model: nn.Module, head_modules: list[str]) -> str:
 
 
 def _check_base_identity(adapter_dir: Path, model: nn.Module, head_modules: list[str], trained_on: str | None) -> None:
-    recorded = _read_meta(adapter_dir).get("base_model_fingerprint")
+    recorded = read_meta(adapter_dir).get("base_model_fingerprint")
     if recorded and recorded != base_fingerprint(model, head_modules):
         raise ModelError(f"the adapter in {adapter_dir} was trained on a base model with other weights than the one "
                          f"given (same shapes, different values); evaluate it on the base model it was trained on "
                          f"({trained_on}): drop model.name or set model.name to that model")
 
 
-def _read_meta(adapter_dir: Path) -> dict[str, Any]:
-    path = adapter_dir / RANKADAPT_META
+def read_meta(directory: Path) -> dict[str, Any]:
+    """``rankadapt.json`` of an adapter or merged-model directory ({} for a plain PEFT adapter or
+    transformers model)."""
+    path = Path(directory) / RANKADAPT_META
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except ValueError:
-        raise ModelError(f"{path} is not valid JSON; restore it or re-export the adapter") from None
+        raise ModelError(f"{path} is not valid JSON; restore it or re-export") from None
 
 
 def _check_shapes(adapter_dir: Path, modules: dict[str, nn.Module], state: dict[str, torch.Tensor],

@@ -24,7 +24,7 @@ from ..core.config import RunConfig
 from ..core.config_files import _deep_merge, build_config, parse_overrides, read_yaml
 from ..core.errors import ModelError
 from ..methods.adapting import AdaptedModel, prepare_model
-from ..methods.export import ADAPTER_CONFIG, RANKADAPT_META, load_peft_adapter
+from ..methods.export import ADAPTER_CONFIG, load_peft_adapter, read_meta
 from ..tasks import TaskFamily, family_for_task, get_family
 
 
@@ -83,13 +83,7 @@ def run_config_for(path: str | Path, overrides: list[str] | None = None) -> RunC
     return build_config(_deep_merge(data, parse_overrides(overrides or [])))
 
 
-def stored_meta(weights: Path) -> dict[str, Any]:
-    """``rankadapt.json`` beside the weights ({} for a plain PEFT adapter or transformers model)."""
-    path = weights / RANKADAPT_META
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        raise ModelError(f"{path} is not valid JSON; restore it or re-export") from None
+stored_meta = read_meta  # rankadapt.json beside the weights ({} for a plain PEFT adapter or model)
 
 
 def completed_meta(path: str | Path, config: RunConfig) -> tuple[TaskFamily, Any, dict[str, Any]]:
