@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
 from rankadapt.core.messages import ProgressAwareHandler, setup_messages
 from rankadapt.core.progress import bar
+
+from helpers import custom_task_args, make_model_dir
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 log = logging.getLogger("rankadapt.tests.messages")
@@ -82,3 +89,54 @@ logging.getLogger("rankadapt.recipes.finetune").info("data: 64 examples")
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert done.stderr.splitlines() == ["USER INFO rankadapt.recipes.finetune: data: 64 examples"], done.stderr
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return make_model_dir(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def test_training_from_python_logs_its_status_and_prints_nothing(model_dir, tmp_path, capsys, caplog):
+    """Without setup_messages the status goes to the user's logging (here pytest's caplog), never to stdout."""
+    from rankadapt.core.config_files import load_config
+    from rankadapt.recipes.finetune import train
+
+    config = load_config(None, custom_task_args(tmp_path, model_dir, tmp_path / "run") + ["method.name=lora",
+                                                                                        "train.epochs=1"])
+    with caplog.at_level(logging.INFO, logger="rankadapt"):
+        train(config)
+    assert "trainable parameters: " in caplog.text and "data: " in caplog.text
+    assert capsys.readouterr().out == ""
+
+
+def test_train_writes_status_to_stderr_and_only_results_to_stdout(model_dir, tmp_path):
+    from rankadapt.cli import app, final_line
+
+    run_dir = tmp_path / "run"
+    args = custom_task_args(tmp_path, model_dir, run_dir) + [
+        "method.name=lora", "method.budget=2000", "method.lora_module=[query,value]", "train.epochs=1",
+        "train.progress=true", "train.eval_strategy=steps", "train.eval_steps=4"]
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", *args])
+    assert first.exit_code == 0, first.output
+
+    def results_lines() -> list[str]:
+        results = json.loads((run_dir / "results.json").read_text())
+        return ["", final_line(results), f"results: {run_dir / 'results.json'}", f"adapter: {run_dir / 'adapter'}"]
+
+    assert first.stdout.splitlines() == results_lines()
+    # every status line starts a line of its own on stderr, between the bars' draws
+    lines = re.split(r"[\r\n]", first.stderr)
+    for start in ("method.budget=2,000 → method.lora_r=", "trainable parameters: ", "data: ", "step 4: accuracy "):
+        assert any(line.startswith(start) for line in lines), (start, first.stderr)
+    assert draws_of(first.stderr, "train:"), "the bar is there too"
+
+    resumed = runner.invoke(app, ["train", *args, "train.epochs=2", "train.resume=true"])
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stdout.splitlines() == results_lines()
+    assert f"resuming {run_dir} at optimizer step 8" in resumed.stderr.splitlines()
+    assert "resumed with changed settings: train.epochs 1.0 -> 2.0" in resumed.stderr
+
+
+def draws_of(stderr: str, label: str) -> list[str]:
+    return [part for part in re.split(r"[\r\n]", stderr) if part.startswith(label)]
