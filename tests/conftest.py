@@ -78,3 +78,13 @@ def restore_round_trip(saved: dict, model, optimizer, scheduler, policy) -> None
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     policy.load_state_dict(saved["policy"])
+
+
+@pytest.fixture(autouse=True)
+def _messages_as_a_library_user_finds_them():
+    """Every CLI invocation sets up the ``rankadapt`` logger (rankadapt.core.messages); undo it after
+    each test, so that a later test (caplog, a library call) sees the package as a library user does."""
+    yield
+    from rankadapt.core.messages import reset_messages
+
+    reset_messages()

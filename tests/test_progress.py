@@ -49,8 +49,9 @@ def test_train_shows_tokenising_a_live_loss_one_final_bar_evaluation_and_export(
     assert all(losses) and len({m.group(1) for m in losses}) > total // 2, steps
     assert draws(stderr, "eval validation")
     assert any(d.endswith("done in 00:00") for d in draws(stderr, f"exporting {tmp_path / 'run' / 'adapter'}"))
-    # stdout keeps the summary and results, no bars
+    # stdout keeps the results, no bars and no status lines (those are on stderr, tests/core/test_messages.py)
     assert "train: 100%" not in result.stdout and "lora on custom:" in result.stdout
+    assert "data: " not in result.stdout and "data: " in stderr
 
 
 def test_eval_and_merged_export_show_progress(every_draw_shown, tmp_path):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
-import os
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -26,6 +26,9 @@ from typing import Optional
 import typer
 
 from .core.errors import ConfigError, RankAdaptError
+from .core.messages import is_main_process, setup_messages
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Parameter-efficient fine-tuning of encoder classifiers: LoRA, AdaLoRA, ElaLoRA, SoRA, RM-LoRA.")
@@ -36,22 +39,24 @@ ARGS_HELP = "An optional CONFIG.yaml first, then dotted overrides such as method
 
 
 def _user_errors(func):
-    """Turn user-facing errors into a message and exit status 2."""
+    """Set up the status messages (stderr, :mod:`rankadapt.core.messages`), then turn user-facing errors
+    into a message and exit status 2."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        setup_messages()
         try:
             return func(*args, **kwargs)
         except RankAdaptError as err:
-            typer.echo(f"error: {err}", err=True)
+            log.error("%s", err)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted; continue a training run with train.resume=true", err=True)
+            log.info("interrupted; continue a training run with train.resume=true")
             raise typer.Exit(130) from None
         except OSError as err:
             if err.errno not in _STORAGE_ERRORS:
                 raise
-            typer.echo(f"error: {_storage_message(err)}", err=True)
+            log.error("%s", _storage_message(err))
             raise typer.Exit(2) from None
 
     return wrapper
@@ -96,7 +101,7 @@ def train(args: Optional[list[str]] = typer.Argument(None, help=ARGS_HELP, metav
 
     config = _load(args)
     results = run_training(config)
-    if _is_main_process():
+    if is_main_process():
         out = config.resolved_output_dir()
         typer.echo("\n" + final_line(results))
         typer.echo(f"results: {out / 'results.json'}")
@@ -137,7 +142,7 @@ def evaluate(path: Path = typer.Argument(..., help="A run directory, adapter dir
         metrics = evaluate_loralib(_load([f"model.name={path}", "method.name=lora", *(overrides or [])]), lora_path)
     else:
         metrics = evaluate_path(path, overrides or [])
-    if not _is_main_process():  # under torchrun every process evaluates its shard; one reports
+    if not is_main_process():  # under torchrun every process evaluates its shard; one reports
         return
     text = json.dumps(metrics, indent=2)
     typer.echo(text)
@@ -167,7 +172,7 @@ def predict(path: Path = typer.Argument(..., help="A run, adapter or model direc
                               f"iconv -f latin1 -t utf-8 {file}") from None
     if not inputs:
         raise ConfigError("give texts to classify as arguments or with --file")
-    for record in predict_path(path, inputs, max_length=max_length, echo=lambda line: typer.echo(line, err=True)):
+    for record in predict_path(path, inputs, max_length=max_length, echo=log.info):
         typer.echo(json.dumps(record))
 
 
@@ -199,8 +204,8 @@ def sweep(path: Path = typer.Argument(..., help="A sweep file, e.g. configs/swee
     try:
         run_sweep(grid, rerun_changed=rerun_changed, dry_run=dry_run, echo=typer.echo)
     except KeyboardInterrupt:
-        typer.echo("interrupted; rerun the same command to continue: finished runs are skipped and the interrupted "
-                   "one resumes from its checkpoint", err=True)
+        log.info("interrupted; rerun the same command to continue: finished runs are skipped and the interrupted "
+                 "one resumes from its checkpoint")
         raise typer.Exit(130) from None
     if report and not dry_run:
         from .experiments.report import build_report
@@ -231,7 +236,7 @@ def run_glue(args: Optional[list[str]] = typer.Argument(None, metavar="--FLAG VA
 
     command = parse_glue_args(args or [])
     for note in command.notes:
-        typer.echo(f"note: {note}", err=True)
+        log.info("note: %s", note)
     if show_config:
         typer.echo(command.config.to_yaml().rstrip())
         typer.echo(f"# action: {command.action}")
@@ -274,10 +279,6 @@ def config_validate(args: Optional[list[str]] = typer.Argument(None, help=ARGS_H
         return
     config = _load(args)
     typer.echo(f"ok: {config.method.name} on {config.data.task} with {config.model.name}")
-
-
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def main() -> None:

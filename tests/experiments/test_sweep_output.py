@@ -1,5 +1,6 @@
 """What a sweep shows in the terminal: each run's main metric as it finishes and, at the end, the
-median over seeds per method × task (finished runs that were skipped included). Training is replaced
+median over seeds per method × task (finished runs that were skipped included), on stdout; what each
+run is doing, on stderr. Training is replaced
 by a stand-in that writes a known results.json, so the table's medians can be checked exactly."""
 
 from __future__ import annotations
@@ -36,11 +37,15 @@ def test_sweep_prints_each_runs_metric_and_a_median_table(tmp_path, monkeypatch)
                                     "methods": ["lora", "adalora"], "seeds": [0, 1, 2]}))
     first = runner.invoke(app, ["sweep", str(path), "seeds=0,1"])
     assert first.exit_code == 0, first.output
-    assert "rte / all-MiniLM-L6-v2 / adalora / seed 1: accuracy 0.4700 after 12 s of training" in first.output
+    assert "rte / all-MiniLM-L6-v2 / adalora / seed 1: accuracy 0.4700 after 12 s of training" in first.stdout
+    # what each run is doing is status, on stderr; its metric, the table and the counts are results, on stdout
+    assert "rte / all-MiniLM-L6-v2 / adalora / seed 1: running in" in first.stderr
+    assert "running in" not in first.stdout and "0 failed" in first.stdout
 
     second = runner.invoke(app, ["sweep", str(path)])  # seeds 0 and 1 are skipped as finished, seed 2 runs
     assert second.exit_code == 0, second.output
-    table = second.output.splitlines()
+    assert "sst2 / all-MiniLM-L6-v2 / lora / seed 0: finished, skipped" in second.stderr
+    table = second.stdout.splitlines()
     start = table.index("median over seeds of the final main metric (number of seeds):")
     assert [line.split() for line in table[start + 1:start + 4]] == [
         ["method", "sst2", "accuracy", "rte", "accuracy"],

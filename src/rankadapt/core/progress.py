@@ -3,7 +3,8 @@
 Training, tokenising, evaluating and exporting each show a bar (or, for a phase with no steps to
 count, a line when it starts and its time when it ends), so a run is never silent for minutes.
 Stdout stays for results (``predict``'s JSON lines, ``eval``'s metrics). Bars are shown only where
-``show`` is true: the main process, with ``train.progress`` on.
+``show`` is true: the main process, with ``train.progress`` on. Status lines go through
+:mod:`.messages`, which writes them around these bars.
 """
 
 from __future__ import annotations

@@ -9,14 +9,17 @@ and a checkpoint of other settings is never resumed. ``{output_root}/sweep.json`
 run's status, main metric and time, across restarts. A run that fails with a user-facing error is
 recorded and the sweep goes on; the sweep then ends with an error listing how many failed.
 
-In the terminal: each run's main metric as it finishes, and at the end a table of the median over
-seeds per method × task of every finished run of the sweep (those skipped as finished included).
+In the terminal: what each run is doing (running, resuming, skipped as finished, failed) as status
+messages on stderr (:mod:`rankadapt.core.messages`); each run's main metric as it finishes, and at
+the end a table of the median over seeds per method × task of every finished run of the sweep (those
+skipped as finished included), as results, to ``echo`` (the command line's stdout).
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +30,8 @@ from ..core.config import RunConfig
 from ..core.errors import ConfigError, RankAdaptError, TrainingError
 from ..runtime.checkpoint import has_checkpoint
 from .sweep import Sweep, SweepRun
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"
 ENTRY_FILE = "sweep-run.json"
@@ -90,7 +95,9 @@ def _main_metric(results: dict[str, Any]) -> dict[str, Any]:
 
 def run_sweep(sweep: Sweep, *, rerun_changed: bool = False, dry_run: bool = False,
               echo: Callable[[str], None] = print) -> dict[str, int]:
-    """Run every unfinished combination; returns counts by outcome. See the module docstring."""
+    """Run every unfinished combination; returns counts by outcome. ``echo`` is given the results (the
+    dry run's listing, each run's metric, the table, the counts); status goes to the log. See the
+    module docstring."""
     statuses = [run_status(run) for run in sweep.runs]
     changed = [run for run, status in zip(sweep.runs, statuses) if status == "changed"]
     if dry_run:
@@ -105,7 +112,7 @@ def run_sweep(sweep: Sweep, *, rerun_changed: bool = False, dry_run: bool = Fals
     total = len(sweep.runs)
     for index, (run, status) in enumerate(zip(sweep.runs, statuses), 1):
         if status == "finished":
-            echo(f"[{index}/{total}] {run.describe()}: finished, skipped")
+            log.info(f"[{index}/{total}] {run.describe()}: finished, skipped")
             result = json.loads((run.run_dir / RESULTS_FILE).read_text())
             manifest.mark(run, "finished", **_main_metric(result))
             outcome.append("skipped")
@@ -133,14 +140,14 @@ def _execute(run: SweepRun, resume: bool, manifest: Manifest, prefix: str,
     from ..recipes.finetune import train
 
     config = run.config.model_copy(update={"train": run.config.train.model_copy(update={"resume": resume})})
-    echo(f"{prefix} {run.describe()}: {'resuming' if resume else 'running'} in {run.run_dir}")
+    log.info(f"{prefix} {run.describe()}: {'resuming' if resume else 'running'} in {run.run_dir}")
     _write_json(run.run_dir / ENTRY_FILE, {"labels": run.labels, "config": fingerprint(run.config)})
     manifest.mark(run, "running")
     try:
         results = train(config)
     except RankAdaptError as err:
         manifest.mark(run, "failed", error=str(err))
-        echo(f"{prefix} {run.describe()}: failed: {err}")
+        log.warning(f"{prefix} {run.describe()}: failed: {err}")
         return None
     except KeyboardInterrupt:
         manifest.mark(run, "interrupted")

@@ -28,6 +28,7 @@ The copy happens right after the adapters are created and before any checkpoint 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from ..core.errors import ConfigError, ModelError
 from ..core.layer import AdapterLinear
 from .adapting import AdaptedModel
 from .export import ADAPTER_CONFIG, ADAPTER_WEIGHTS, _PREFIX, _pattern_value
+
+log = logging.getLogger(__name__)
 
 LORALIB_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -96,8 +99,9 @@ def read_init_source(path: str | Path, model: torch.nn.Module, lora_alpha: float
 
 
 def init_adapters_from(adapted: AdaptedModel, path: str | Path, lora_alpha: float,
-                       echo: Callable[[str], None] | None = print) -> dict[str, list[str]]:
-    """Copy another adapter into ``adapted`` (see the module docstring); returns what was done."""
+                       echo: Callable[[str], None] | None = log.info) -> dict[str, list[str]]:
+    """Copy another adapter into ``adapted`` (see the module docstring); returns what was done, also told
+    to ``echo`` in one line (by default a status message, :mod:`rankadapt.core.messages`)."""
     if not adapted.adapters:
         raise ConfigError(f"init_from needs an adapter method (lora, adalora, elalora, sora, rmlora), "
                           f"not {adapted.method}; for full fine-tuning from a run use model.name=RUN_DIR/model")

@@ -26,6 +26,7 @@ are gathered; rank decisions are checked identical and broadcast from rank 0 (``
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -63,6 +64,8 @@ from .evaluate import Outputs, evaluate_loaders
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Run:
@@ -89,9 +92,10 @@ class Run:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def print(self, *args: Any) -> None:
+    def status(self, message: str) -> None:
+        """A status line (stderr, :mod:`rankadapt.core.messages`), from the main process only."""
         if self.is_main:
-            print(*args, flush=True)
+            log.info(message)
 
 
 # ==================================================================================================
@@ -117,7 +121,7 @@ def build_run(config: RunConfig) -> Run:
     # Seed everything before the head and the adapters are created, so their init is reproducible.
     set_seed(config.train.seed)
     model = family.load_model(config, data.spec, processor)
-    echo = print if accelerator.is_main_process else None
+    echo = log.info if accelerator.is_main_process else None
     patterns, heads = family.role_patterns(model), family.head_modules(model)
     config = apply_budget(config, model, echo, patterns, heads)  # method.budget -> rank settings; needs the shapes
     adapted = prepare_model(model, config.method, patterns, heads)
@@ -201,12 +205,12 @@ def _claimed_run_dir(config: RunConfig):
 def _train(run: Run) -> dict[str, Any]:
     config = run.config
     loop = _start_or_resume(run)
-    run.print(run.adapted.summary())
-    run.print(f"data: {run.data.source}; train {len(run.data.train):,} examples, "
-              + ", ".join(f"{k} {len(v):,}" for k, v in run.data.eval_splits.items())
-              + f"; {run.total_steps} optimizer steps"
-              + (f" on {run.accelerator.num_processes} processes (global batch {config.train.batch_size})"
-                 if run.accelerator.num_processes > 1 else ""))
+    run.status(run.adapted.summary())
+    run.status(f"data: {run.data.source}; train {len(run.data.train):,} examples, "
+               + ", ".join(f"{k} {len(v):,}" for k, v in run.data.eval_splits.items())
+               + f"; {run.total_steps} optimizer steps"
+               + (f" on {run.accelerator.num_processes} processes (global batch {config.train.batch_size})"
+                  if run.accelerator.num_processes > 1 else ""))
     start = time.perf_counter()
     if loop.final_metrics is not None and loop.step >= run.total_steps:
         final = loop.final_metrics  # a finished run resumed: its final evaluation is already logged
@@ -324,7 +328,7 @@ def _training_loop(run: Run, loop: LoopState) -> None:
                 loop.train_seconds += time.perf_counter() - tic
                 metrics = evaluate(run)
                 run.logger.log("eval", loop.step, epoch=epoch + 1, **metrics)
-                progress.write(f"step {loop.step}: " + _format_metrics(metrics)) if run.is_main else None
+                run.status(f"step {loop.step}: " + _format_metrics(metrics))
                 _require_finite_evaluation(run, loop, metrics)
                 if _update_best(run, loop, metrics, best_name):
                     _export(run, loop)
@@ -455,7 +459,7 @@ def _resume(run: Run) -> LoopState:
         _record_config_changes(run, loop, changes)
     moved = (f" (written by {loop.world_size} processes, continuing on {run.accelerator.num_processes})"
              if loop.world_size != run.accelerator.num_processes else "")
-    run.print(f"resuming {run.run_dir} at optimizer step {loop.step}{moved}")
+    run.status(f"resuming {run.run_dir} at optimizer step {loop.step}{moved}")
     return loop
 
 
@@ -475,7 +479,7 @@ def _record_config_changes(run: Run, loop: LoopState, changes: dict[str, tuple[A
     record = {key: {"from": old, "to": new} for key, (old, new) in changes.items()}
     run.logger.log("config_changed", loop.step, changes=record)
     (run.run_dir / CONFIG_FILE).write_text(run.config.to_yaml())
-    run.print("resumed with changed settings: " + ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in changes.items()))
+    run.status("resumed with changed settings: " + ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in changes.items()))
 
 
 def _fresh_run_dir(run: Run) -> None:

@@ -128,6 +128,7 @@ def _finish(cfg: DataConfig, task: TaskSpec, train: Examples, evals: dict[str, E
     for name, split in {"train": train, **evals}.items():
         if not len(split):
             raise DataError(f"the {name} split of {task.name} is empty ({source}); check the files and the limits")
-    log.info("%s: %d train examples, eval %s (%s)", task.name, len(train),
+    # debug: the training run's own status line ("data: ...") says this; eval and predict have theirs
+    log.debug("%s: %d train examples, eval %s (%s)", task.name, len(train),
              {name: len(split) for name, split in evals.items()}, source)
     return TaskData(task=task, train=train, eval_splits=evals, source=source)
