@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from rankadapt.core.config_files import load_config
+from rankadapt.core.messages import setup_messages
 from rankadapt.recipes.finetune import train
 from rankadapt.tasks import family_for_task
 from rankadapt.tasks.summarization import lead_1, rouge_scores
@@ -32,6 +33,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "summarization" / "xsum-bert2bert.yaml"))
     parser.add_argument("overrides", nargs="*", help="key=value, as on the rankadapt command line")
     args = parser.parse_args()
+    setup_messages()  # the run's status lines on stderr, as the command line shows them
     overrides = list(args.overrides)
     if not any(o.startswith("data.dir=") for o in overrides):
         overrides.append(f"data.dir={ROOT.parent / 'shared' / 'data'}")
