@@ -48,11 +48,13 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     task: str = "imdb"
     """``imdb``, a GLUE task (``cola sst2 mrpc qqp stsb mnli qnli rte wnli``) or ``custom`` (text
-    classification); ``summarization`` or ``xsum``; ``imagefolder`` (image classification)."""
+    classification); ``summarization``, ``xsum``, ``cnn_dailymail`` or ``samsum``; ``imagefolder`` (image
+    classification)."""
     dir: str | None = None
     """Root of local data (the ``../shared/data`` layout). Falls back to $RANKADAPT_DATA_DIR, then the hub."""
     hub_dataset: str | None = None
-    """Hub dataset id to use instead of the task's default one (only when no local data is found)."""
+    """Hub dataset (``id`` or ``id:config``) to use instead of the task's default one, only when no local
+    data is found; also the hub dataset of ``summarization`` and ``imagefolder`` (e.g. ``cifar100``)."""
     train_file: str | None = None
     """A CSV/TSV/JSONL file to train on instead of the task's own train split."""
     eval_file: str | None = None
@@ -66,7 +68,7 @@ class DataConfig(_Section):
     text_pair_column: str | None = None
     """Column holding the second text of a pair task (default: the task's own; none for custom files)."""
     target_column: str | None = None
-    """Summarization: column holding the reference summary (default ``summary``)."""
+    """Summarization: column holding the reference summary (default: the task's own, ``summary``)."""
     label_column: str | None = None
     """Column holding the label (default: the task's own name for it, ``label`` for custom files)."""
     label_names: list[str] | None = None
