@@ -92,7 +92,8 @@ class DataConfig(_Section):
     (fixed shapes, as ``tokenizer(padding="max_length")`` gives; slower, for comparison or for
     compilers that want one shape)."""
     cache_dir: str | None = None
-    """Where tokenised datasets are cached (default ``~/.cache/rankadapt``)."""
+    """Where tokenised datasets, preprocessed pixels and hub images (``hub-images/``) are cached
+    (default ``~/.cache/rankadapt``)."""
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -100,9 +101,9 @@ class DataConfig(_Section):
             raise ValueError(f"data.max_length={self.max_length} is too short; use at least 8 (128 is typical)")
         if self.task == "custom" and not self.train_file:
             raise ValueError("data.task=custom needs data.train_file (and usually data.eval_file, text_column, label_column)")
-        if self.task == "imagefolder" and not (self.train_dir or self.train_file):
+        if self.task == "imagefolder" and not (self.train_dir or self.train_file or self.hub_dataset):
             raise ValueError("data.task=imagefolder needs data.train_dir (DIR/<class>/*.jpg) or data.train_file "
-                             "(a CSV/JSONL of image paths and labels)")
+                             "(a CSV/JSONL of image paths and labels), or data.hub_dataset=<id> when online")
         return self
 
 
