@@ -3,11 +3,17 @@ config in code, and a tiny tokenizer. No download."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
-import transformers
+# The tests never reach the hub (no network here or in CI): a data or model name that falls through to
+# it fails at once instead of after the hub client's retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

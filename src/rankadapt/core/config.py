@@ -50,11 +50,13 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     task: str = "imdb"
     """``imdb``, a GLUE task (``cola sst2 mrpc qqp stsb mnli qnli rte wnli``) or ``custom`` (text
-    classification); ``summarization`` or ``xsum``; ``imagefolder`` (image classification)."""
+    classification); ``summarization``, ``xsum``, ``cnn_dailymail`` or ``samsum``; ``imagefolder`` (image
+    classification)."""
     dir: str | None = None
     """Root of local data (the ``../shared/data`` layout). Falls back to $RANKADAPT_DATA_DIR, then the hub."""
     hub_dataset: str | None = None
-    """Hub dataset id to use instead of the task's default one (only when no local data is found)."""
+    """Hub dataset (``id`` or ``id:config``) to use instead of the task's default one, only when no local
+    data is found; also the hub dataset of ``summarization`` and ``imagefolder`` (e.g. ``cifar100``)."""
     train_file: str | None = None
     """A CSV/TSV/JSONL file to train on instead of the task's own train split."""
     eval_file: str | None = None
@@ -68,7 +70,7 @@ class DataConfig(_Section):
     text_pair_column: str | None = None
     """Column holding the second text of a pair task (default: the task's own; none for custom files)."""
     target_column: str | None = None
-    """Summarization: column holding the reference summary (default ``summary``)."""
+    """Summarization: column holding the reference summary (default: the task's own, ``summary``)."""
     label_column: str | None = None
     """Column holding the label (default: the task's own name for it, ``label`` for custom files)."""
     label_names: list[str] | None = None
@@ -92,7 +94,8 @@ class DataConfig(_Section):
     (fixed shapes, as ``tokenizer(padding="max_length")`` gives; slower, for comparison or for
     compilers that want one shape)."""
     cache_dir: str | None = None
-    """Where tokenised datasets are cached (default ``~/.cache/rankadapt``)."""
+    """Where tokenised datasets, preprocessed pixels and hub images (``hub-images/``) are cached
+    (default ``~/.cache/rankadapt``)."""
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -100,9 +103,9 @@ class DataConfig(_Section):
             raise ValueError(f"data.max_length={self.max_length} is too short; use at least 8 (128 is typical)")
         if self.task == "custom" and not self.train_file:
             raise ValueError("data.task=custom needs data.train_file (and usually data.eval_file, text_column, label_column)")
-        if self.task == "imagefolder" and not (self.train_dir or self.train_file):
+        if self.task == "imagefolder" and not (self.train_dir or self.train_file or self.hub_dataset):
             raise ValueError("data.task=imagefolder needs data.train_dir (DIR/<class>/*.jpg) or data.train_file "
-                             "(a CSV/JSONL of image paths and labels)")
+                             "(a CSV/JSONL of image paths and labels), or data.hub_dataset=<id> when online")
         return self
 
 

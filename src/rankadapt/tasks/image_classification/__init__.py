@@ -1,6 +1,7 @@
 """Image classification on ViT-family models (issue 21): the blocks of a task family.
 
 - :mod:`.images`: image folders and CSV/JSONL tables -> :class:`ImageExamples`; VTAB-1k split; decoding;
+- :mod:`.hub_images`: a hub split written once as an image folder under the cache, then read as one;
 - :mod:`.pixels`: preprocess once with the checkpoint's image processor, safetensors cache, collator;
 - :mod:`.models`: the ViT/DeiT/BEiT/DINOv2 module-name map, loading a checkpoint and its processor;
 - :mod:`.metrics`: accuracy, top-5 accuracy, top-k labels with probabilities;

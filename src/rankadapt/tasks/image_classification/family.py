@@ -9,6 +9,12 @@ wired in): ``data.task=imagefolder``; ``data.train_dir`` / ``data.eval_dir`` (im
 - ``full``: train on all of train, evaluate on the eval set as ``validation``;
 - ``vtab-1k``: train on 800 images drawn from train, select on the 200 others (``validation``),
   report on the eval set as ``test`` (VTAB-1k; see :func:`.images.vtab1k_split`).
+
+Without data.train_dir / data.train_file, ``data.hub_dataset`` (``id`` or ``id:config``: ``cifar100``,
+``dtd``, ``oxford_flowers102`` ...) reads the hub dataset's ``train`` split, and its ``test`` split
+(``validation`` when it has no test) as the eval set unless data.eval_dir / data.eval_file is set; the
+splits are written once as image folders under ``data.cache_dir`` and read as local folders
+(:mod:`.hub_images`), under the same protocol. Local files always take precedence over the hub.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ...core.errors import DataError
 from ...core.progress import phase
 from ..base import TaskFamily
+from ..hub import hub_label, load_hub_dataset, split_hub_name
+from .hub_images import hub_images_root, read_hub_images
 from .images import (UNREADABLE, ImageExamples, align_to_training, limit_examples, load_rgb, read_images,
                      unreadable_images_error, vtab1k_split)
 from .metrics import TOP_K, classification_metrics, top_k_predictions
@@ -43,7 +51,8 @@ class ImageClassificationSettings(BaseModel):
     """``vtab-1k``: 800 train + 200 validation drawn from train with data.split_seed, the eval set is
     ``test``; ``full``: all of train, the eval set is ``validation``."""
     image_column: str = "image"
-    """Column of image paths in data.train_file / data.eval_file (relative to the file)."""
+    """Column of image paths in data.train_file / data.eval_file (relative to the file); with
+    data.hub_dataset, a name other than the default picks the hub's image column (else it is found)."""
     top_k: int = Field(TOP_K, gt=0)
     """How many labels ``rankadapt predict`` prints per image."""
     image_size: int | None = Field(None, ge=14)
@@ -87,20 +96,71 @@ def load_image_data(train: str, evaluation: str | None, options: ImageClassifica
     train_set = read_images(train, "data.train_dir", options.image_column, label_column, label_names)
     if label_names is not None:
         train_set = align_to_training(train_set, tuple(label_names), "data.train_dir", "data.label_names")
+    held_out = None
+    if evaluation is not None:
+        held_out = read_images(evaluation, "data.eval_dir", options.image_column, label_column, train_set.label_names)
+    source = f"local: {train_set.where}" + (f", {evaluation}" if evaluation else "")
+    return protocol_splits(train_set, held_out, options, source, seed=seed, train_limit=train_limit,
+                           eval_limit=eval_limit)
+
+
+def protocol_splits(train_set: ImageExamples, held_out: ImageExamples | None, options: ImageClassificationSettings,
+                    source: str, *, seed: int = 1234, train_limit: int | None = None,
+                    eval_limit: int | None = None) -> ImageTaskData:
+    """The splits of ``options.protocol`` (module doc) from a train set and an optional eval set, wherever
+    they were read; the eval set is relabelled with the training class ids by name."""
     splits: dict[str, ImageExamples] = {}
     if options.protocol == "vtab-1k":
         train_set, splits["validation"] = vtab1k_split(train_set, seed)
-    if evaluation is not None:
-        held_out = read_images(evaluation, "data.eval_dir", options.image_column, label_column,
-                               train_set.label_names)
+    if held_out is not None:
         splits["test" if options.protocol == "vtab-1k" else "validation"] = \
             align_to_training(held_out, train_set.label_names)
     if not splits:
         raise DataError("image classification needs an evaluation set: set data.eval_dir (or data.eval_file), "
                         "or task_options.protocol=vtab-1k to hold 200 training images out")
     splits = {name: limit_examples(split, eval_limit, seed) for name, split in splits.items()}
-    source = f"local: {train_set.where}" + (f", {evaluation}" if evaluation else "")
     return ImageTaskData(image_task_spec(train_set.label_names), limit_examples(train_set, train_limit, seed), splits, source)
+
+
+def load_hub_image_data(data, options: ImageClassificationSettings) -> ImageTaskData:
+    """``data.hub_dataset``'s train split, and its test (else validation) split as the eval set unless
+    data.eval_dir / data.eval_file is set, under ``options.protocol`` (module doc, :mod:`.hub_images`)."""
+    hub_id, config = split_hub_name(data.hub_dataset, (data.hub_dataset, None))
+    name = hub_label(hub_id, config)
+    dataset = load_hub_dataset(hub_id, config, lambda reason: _no_hub(data, reason))
+    local_eval = data.eval_dir or data.eval_file
+    eval_split = None if local_eval else next((s for s in ("test", "validation") if s in dataset), None)
+    if "train" not in dataset or (eval_split is None and not local_eval and options.protocol != "vtab-1k"):
+        missing = "train" if "train" not in dataset else "test or validation"
+        raise DataError(f"hub dataset {name!r} has no {missing} split (it has {', '.join(dataset)}); pass local "
+                        "images (data.train_dir / data.eval_dir)"
+                        + ("" if missing == "train" else ", or use task_options.protocol=vtab-1k"))
+    root = hub_images_root(data.cache_dir)
+    # task_options.image_column names a table's column of paths ("image" by default): a value other than
+    # the default picks the hub's column; the default lets the datasets.Image feature be found.
+    default = ImageClassificationSettings.model_fields["image_column"].default
+    image_column = options.image_column if options.image_column != default else None
+    train_set = read_hub_images(dataset["train"], f"hub: {name}[train]", root, image_column, data.label_column,
+                                data.label_names)
+    if data.label_names is not None:
+        train_set = align_to_training(train_set, tuple(data.label_names), f"hub: {name}[train]", "data.label_names")
+    held_out = None
+    if local_eval:
+        held_out = read_images(local_eval, "data.eval_dir", options.image_column, data.label_column or "label",
+                               train_set.label_names)
+    elif eval_split is not None:
+        held_out = read_hub_images(dataset[eval_split], f"hub: {name}[{eval_split}]", root, image_column,
+                                   data.label_column, train_set.label_names)
+    source = f"hub: {name} ({', '.join(['train'] + ([eval_split] if eval_split else []))})"
+    source += f"; local: {local_eval}" if local_eval else ""
+    return protocol_splits(train_set, held_out, options, source, seed=data.split_seed,
+                           train_limit=data.train_limit, eval_limit=data.eval_limit)
+
+
+def _no_hub(data, reason: str) -> DataError:
+    return DataError(f"data.task=imagefolder with data.hub_dataset={data.hub_dataset}: {reason}. Pass local images "
+                     "with data.train_dir (DIR/<class>/*.jpg) and data.eval_dir, or data.train_file / "
+                     "data.eval_file (CSV/JSONL of image paths and labels), or install `datasets` and go online")
 
 
 def eval_outputs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -147,9 +207,11 @@ class ImageClassificationFamily(TaskFamily):
         data, options = config.data, _options(config)
         train = data.train_dir or data.train_file
         evaluation = data.eval_dir or data.eval_file
+        if not train and data.hub_dataset:
+            return load_hub_image_data(data, options)
         if not train:
             raise DataError("data.task=imagefolder needs data.train_dir (DIR/<class>/*.jpg) or data.train_file "
-                            "(a CSV/JSONL of image paths and labels)")
+                            "(a CSV/JSONL of image paths and labels), or data.hub_dataset=<id> when online")
         return load_image_data(train, evaluation, options, label_column=data.label_column or "label",
                                label_names=data.label_names, seed=data.split_seed,
                                train_limit=data.train_limit, eval_limit=data.eval_limit)

@@ -2,7 +2,8 @@
 
 A file holds one document and its reference summary per row: JSON lines (or a ``.json`` list of
 objects), CSV (quoted) or TSV (unquoted, as GLUE's files). The default column names are XSum's as
-the Hugging Face hub writes them (``document``, ``summary``, ``id``); ``id`` is optional.
+the Hugging Face hub writes them (``document``, ``summary``, ``id``); ``id`` is optional. A hub split
+(:func:`hub_pairs`) goes through the same checks as a file's rows.
 
 Tokenisation truncates sources to ``max_length`` and targets to ``max_target_length`` tokens and
 counts how many of each it cut, so a run can report it (a truncated reference teaches the model to
@@ -76,10 +77,31 @@ def read_pairs(path: str | Path, columns: PairColumns = PairColumns()) -> list[S
         raise DataError(f"cannot read {path}: {err}; save it as UTF-8 JSON lines, CSV (quoted) or TSV") from None
     if not rows:
         raise DataError(f"{path} has no data rows; fill it or point to another file")
-    _check_columns(path, rows[0][1], columns)
-    pairs = [_pair(path, where, row, columns) for where, row in rows]
-    _check_not_empty(path, pairs, rows, columns)
+    return pairs_from_rows(path, rows, columns)
+
+
+def pairs_from_rows(origin: str | Path, rows: list[tuple[str, dict[str, Any]]],
+                    columns: PairColumns = PairColumns()) -> list[SummaryPair]:
+    """``(where, row)`` records as pairs, with the checks of :func:`read_pairs` (columns present,
+    text cells, no empty source or target); ``origin`` (a file, ``hub: xsum[train]``) and ``where``
+    (``record 3``, ``line 4``, ``row 2``) name the bad record in messages."""
+    if not rows:
+        raise DataError(f"{origin} has no data rows; use another split or local files")
+    _check_columns(origin, rows[0][1], columns)
+    pairs = [_pair(origin, where, row, columns) for where, row in rows]
+    _check_not_empty(origin, pairs, rows, columns)
     return pairs
+
+
+def hub_pairs(split, columns: PairColumns, origin: str) -> list[SummaryPair]:
+    """The pairs of one hub split (a ``datasets.Dataset``), checked as file rows are; its rows are
+    named ``row 1``, ``row 2`` ... in messages. Only the source, target and id columns are read."""
+    found = list(split.column_names)
+    _check_columns(origin, dict.fromkeys(found), columns)
+    wanted = [c for c in dict.fromkeys((columns.source, columns.target, columns.id)) if c and c in found]
+    cells = split.select_columns(wanted).to_dict()
+    rows = [(f"row {i + 1}", {c: cells[c][i] for c in wanted}) for i in range(len(split))]
+    return pairs_from_rows(origin, rows, columns)
 
 
 def _json_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -105,7 +127,7 @@ def _delimited_rows(path: Path, suffix: str) -> Iterator[tuple[str, dict[str, An
             yield f"line {line}", dict(zip(header, row, strict=True))
 
 
-def _check_columns(path: Path, first: dict[str, Any], columns: PairColumns) -> None:
+def _check_columns(path: str | Path, first: dict[str, Any], columns: PairColumns) -> None:
     found = list(first)
     shown = ", ".join(repr(c) for c in found[:20]) + (" ..." if len(found) > 20 else "")
     for role, name, setting in (("source", columns.source, "data.text_column"),
@@ -114,14 +136,14 @@ def _check_columns(path: Path, first: dict[str, Any], columns: PairColumns) -> N
             raise DataError(f"{path} has no {role} column {name!r} (set {setting}); found columns: {shown}")
 
 
-def _pair(path: Path, where: str, row: dict[str, Any], columns: PairColumns) -> SummaryPair:
+def _pair(path: str | Path, where: str, row: dict[str, Any], columns: PairColumns) -> SummaryPair:
     source = _text_cell(path, where, row, columns.source)
     target = _text_cell(path, where, row, columns.target)
     raw_id = row.get(columns.id) if columns.id else None
     return SummaryPair(source, target, None if raw_id is None else str(raw_id))
 
 
-def _text_cell(path: Path, where: str, row: dict[str, Any], column: str) -> str:
+def _text_cell(path: str | Path, where: str, row: dict[str, Any], column: str) -> str:
     if column not in row:
         raise DataError(f"{path}, {where}: no value for column {column!r}; every record needs it")
     value = row[column]
@@ -131,7 +153,7 @@ def _text_cell(path: Path, where: str, row: dict[str, Any], column: str) -> str:
     return value
 
 
-def _check_not_empty(path: Path, pairs: list[SummaryPair], rows: list[tuple[str, Any]], columns: PairColumns) -> None:
+def _check_not_empty(path: str | Path, pairs: list[SummaryPair], rows: list[tuple[str, Any]], columns: PairColumns) -> None:
     for role, column in (("source", columns.source), ("target", columns.target)):
         empty = [i for i, pair in enumerate(pairs) if not getattr(pair, role).strip()]
         if empty:

@@ -1,14 +1,28 @@
 """The summarization task family: this package's building blocks behind the TaskFamily interface.
 
 Run-config keys: ``data.task`` (``summarization`` with ``data.train_file``/``data.eval_file``, or
-``xsum`` from the local data root), ``data.text_column`` (default ``document``),
-``data.target_column`` (default ``summary``), ``data.max_length`` (source tokens),
+one of the datasets of :data:`HUB_TASKS`: ``xsum``, ``cnn_dailymail``, ``samsum``),
+``data.text_column`` / ``data.target_column`` (default: the task's own columns, ``document`` /
+``summary`` for ``summarization``), ``data.hub_dataset``, ``data.max_length`` (source tokens),
 ``data.max_target_length`` (default 64); the family's own keys are :class:`SummarizationSettings`
 (``task_options:``: decoding, label smoothing, source prefix, id column).
+
+Where the train and validation splits come from, in order (local files always win):
+
+1. ``data.train_file`` / ``data.eval_file`` (JSONL/CSV/TSV);
+2. for a task of :data:`HUB_TASKS`, ``<root>/<task>/{train,validation}.jsonl`` (or those files in
+   ``<root>`` itself) under the local data root ``data.dir`` / ``$RANKADAPT_DATA_DIR``, when the
+   train file is there;
+3. the Hugging Face hub: the task's dataset (``xsum``; ``cnn_dailymail`` config ``3.0.0``;
+   ``samsum``), or ``data.hub_dataset`` (``id`` or ``id:config``; for ``data.task=summarization``
+   it is the only way to the hub), splits ``train`` and ``validation``; needs the ``datasets``
+   package and a network (:mod:`rankadapt.tasks.hub`). Hub rows go through the same checks as
+   file rows (text cells, no empty source or target).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,12 +38,18 @@ from ...core.errors import ConfigError, DataError, ModelError
 from ...core.models import resolve_model_path
 from ...core.progress import phase
 from ..base import TaskFamily
+from ..hub import hub_label, load_hub_dataset, split_hub_name
 from .architectures import load_seq2seq_model, new_module_names, role_patterns, start_token_to_strip
-from .data import LABEL_PAD_ID, EncodedPairs, PairColumns, Seq2SeqCollator, SummaryPair, encode_pairs, read_pairs
+from .data import (LABEL_PAD_ID, EncodedPairs, PairColumns, Seq2SeqCollator, SummaryPair, encode_pairs, hub_pairs,
+                   read_pairs)
 from .generation import GenerationSettings, generate_summaries, per_example_loss, seq2seq_loss, teacher_forced_logits
 from .rouge import ROUGE_KEYS, rouge_scores, write_predictions
 
-XSUM_FILES = {"train": "train.jsonl", "validation": "validation.jsonl"}
+log = logging.getLogger(__name__)
+
+LOCAL_FILES = {"train": "train.jsonl", "validation": "validation.jsonl"}
+"""The files of a hub task under the local data root (``<root>/<task>/``), by split."""
+SPLITS = tuple(LOCAL_FILES)
 
 
 class SummarizationSettings(GenerationSettings):
@@ -48,6 +68,23 @@ class SummarizationSettings(GenerationSettings):
 DEFAULT_TARGET_COLUMN = "summary"
 DEFAULT_SOURCE_COLUMN = "document"
 DEFAULT_MAX_TARGET_LENGTH = 64
+
+
+@dataclass(frozen=True)
+class HubTask:
+    """A summarization dataset known by name: its hub id and config, and its source/target columns
+    (the defaults of data.text_column / data.target_column, for its local files too)."""
+
+    hub: tuple[str, str | None]
+    source: str
+    target: str
+
+
+HUB_TASKS: dict[str, HubTask] = {
+    "xsum": HubTask(("xsum", None), "document", "summary"),
+    "cnn_dailymail": HubTask(("cnn_dailymail", "3.0.0"), "article", "highlights"),
+    "samsum": HubTask(("samsum", None), "dialogue", "summary"),
+}
 
 
 @dataclass(frozen=True)
@@ -71,20 +108,31 @@ class SummarizationData:
 
 class SummarizationFamily(TaskFamily):
     name: ClassVar[str] = "summarization"
-    tasks: ClassVar[tuple[str, ...]] = ("summarization", "xsum")
+    tasks: ClassVar[tuple[str, ...]] = ("summarization", *HUB_TASKS)
     peft_task_type: ClassVar[str] = "SEQ_2_SEQ_LM"
     Settings: ClassVar[type[SummarizationSettings]] = SummarizationSettings
 
     # ---- reading ---------------------------------------------------------------------------------
     def load_data(self, config) -> SummarizationData:
+        """Train and validation pairs from local files, else the hub (module doc), subset by the limits."""
         data, options = config.data, _options(config)
-        columns = PairColumns(source=data.text_column or DEFAULT_SOURCE_COLUMN,
-                              target=data.target_column or DEFAULT_TARGET_COLUMN, id=options.id_column)
-        train_path, eval_path = _split_files(data)
-        train = _limit(read_pairs(train_path, columns), data.train_limit, data.split_seed)
-        evaluation = _limit(read_pairs(eval_path, columns), data.eval_limit, data.split_seed)
-        return SummarizationData(SummarizationTask(data.task), train, {"validation": evaluation},
-                                 source=f"file: {train_path}, {eval_path}")
+        task = HUB_TASKS.get(_task_name(data))
+        columns = PairColumns(source=data.text_column or (task.source if task else DEFAULT_SOURCE_COLUMN),
+                              target=data.target_column or (task.target if task else DEFAULT_TARGET_COLUMN),
+                              id=options.id_column)
+        files = _split_files(data)
+        limits = {"train": data.train_limit, "validation": data.eval_limit}
+        pairs = {split: _limit(read_pairs(path, columns), limits[split], data.split_seed)
+                 for split, path in files.items()}
+        hub_source = ""
+        wanted = [split for split in SPLITS if split not in files]
+        if wanted:
+            from_hub, hub_source = _read_hub(data, wanted, columns, limits)
+            pairs.update(from_hub)
+        source = f"file: {', '.join(str(files[s]) for s in SPLITS if s in files)}" if files else ""
+        source = "; ".join(part for part in (source, hub_source) if part)
+        return SummarizationData(SummarizationTask(data.task), pairs["train"], {"validation": pairs["validation"]},
+                                 source=source)
 
     def check_config(self, config, spec) -> None:
         super().check_config(config, spec)
@@ -227,26 +275,69 @@ def max_target_length(config) -> int:
     return config.data.max_target_length or DEFAULT_MAX_TARGET_LENGTH
 
 
-def _split_files(data) -> tuple[Path, Path]:
-    """data.train_file / data.eval_file, else (``xsum``) the local data root's ``xsum/`` files."""
+def _task_name(data) -> str:
+    return data.task.strip().lower()
+
+
+def _split_files(data) -> dict[str, Path]:
+    """The splits local files give: data.train_file / data.eval_file, else (a task of HUB_TASKS)
+    ``<root>/<task>/{train,validation}.jsonl`` or those files in ``<root>`` when the train file is there."""
+    files = {split: Path(path).expanduser()
+             for split, path in (("train", data.train_file), ("validation", data.eval_file)) if path}
     root = data.dir or os.environ.get(DATA_DIR_ENV)
-    local = {}
-    if data.task == "xsum" and root:
-        directory = Path(root).expanduser()
-        directory = directory if (directory / XSUM_FILES["train"]).is_file() else directory / "xsum"
-        local = {split: directory / name for split, name in XSUM_FILES.items()}
-    train = data.train_file or local.get("train")
-    evaluation = data.eval_file or local.get("validation")
-    if train is None or evaluation is None:
-        local_hint = f", or data.dir / ${DATA_DIR_ENV} holding xsum/train.jsonl" if data.task == "xsum" else ""
-        raise DataError(f"data.task={data.task} needs data.train_file and data.eval_file{local_hint}; "
-                        "JSONL/CSV/TSV files with source and target columns")
-    return Path(train), Path(evaluation)
+    task = _task_name(data)
+    if task in HUB_TASKS and root and len(files) < len(SPLITS):
+        base = Path(root).expanduser()
+        for directory in (base / task, base):
+            if (directory / LOCAL_FILES["train"]).is_file():
+                files = {split: directory / name for split, name in LOCAL_FILES.items()} | files
+                break
+        else:
+            log.info("no %s under %s: reading data.task=%s from the hub", f"{task}/{LOCAL_FILES['train']}", base, task)
+    return files
+
+
+def _no_local_data(data, reason: str) -> DataError:
+    task = _task_name(data)
+    local = (f", or put {' and '.join(LOCAL_FILES.values())} under <root>/{task}/ with data.dir or ${DATA_DIR_ENV} "
+             "pointing at <root>") if task in HUB_TASKS else ""
+    return DataError(f"no local data for data.task={data.task}: {reason}. Pass local files with data.train_file "
+                     "and data.eval_file (JSONL/CSV/TSV with source and target columns)"
+                     f"{local}, or install `datasets` and go online")
+
+
+def _read_hub(data, splits: list[str], columns: PairColumns, limits: dict[str, int | None]
+              ) -> tuple[dict[str, list[SummaryPair]], str]:
+    """``splits`` of the task's hub dataset (or data.hub_dataset) as pairs, and the ``source`` string."""
+    task = HUB_TASKS.get(_task_name(data))
+    if task is None and not data.hub_dataset:
+        raise DataError(f"data.task={data.task} needs data.train_file and data.eval_file "
+                        "(JSONL/CSV/TSV files with source and target columns), or data.hub_dataset=<id>[:config] "
+                        f"to read a hub dataset when online; data.task={' / '.join(HUB_TASKS)} read their own")
+    hub_id, config = split_hub_name(data.hub_dataset, task.hub if task else (data.hub_dataset, None))
+    name = hub_label(hub_id, config)
+    dataset = load_hub_dataset(hub_id, config, lambda reason: _no_local_data(data, reason))
+    pairs = {}
+    for split in splits:
+        if split not in dataset:
+            key = "data.train_file" if split == "train" else "data.eval_file"
+            raise DataError(f"hub dataset {name!r} has no split {split!r} (it has {', '.join(dataset)}); "
+                            f"pass {key}, or a data.hub_dataset with train and validation splits")
+        rows = dataset[split]
+        keep = _kept(len(rows), limits[split], data.split_seed)
+        pairs[split] = hub_pairs(rows if keep is None else rows.select(keep), columns, f"hub: {name}[{split}]")
+    return pairs, f"hub: {name} ({', '.join(splits)})"
 
 
 def _limit(pairs: list[SummaryPair], limit: int | None, seed: int) -> list[SummaryPair]:
     """A seeded subset of ``limit`` examples, in file order (every run sees the same ones)."""
-    if limit is None or limit >= len(pairs):
-        return pairs
-    keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=limit, replace=False))
-    return [pairs[i] for i in keep]
+    keep = _kept(len(pairs), limit, seed)
+    return pairs if keep is None else [pairs[i] for i in keep]
+
+
+def _kept(size: int, limit: int | None, seed: int) -> list[int] | None:
+    """The positions :func:`_limit` keeps of ``size`` examples, sorted; None: all of them. A hub split
+    is subset by these before its rows are read, so it gives the pairs its exported file would."""
+    if limit is None or limit >= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(size, size=limit, replace=False)).tolist()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ...core.config import DATA_DIR_ENV, DataConfig
 from ...core.errors import DataError
+from ..hub import hub_label, load_hub_dataset, split_hub_name
 from .files import _missing_columns, _resolve_columns, read_table
 from .records import RawTable
 
@@ -117,12 +118,7 @@ def _read_local(cfg: DataConfig, root: Path, layout: _Layout, columns: _Columns,
 
 def _hub_name(cfg: DataConfig, layout: _Layout) -> tuple[str, str | None]:
     """``data.hub_dataset`` as ``id`` or ``id:config``; GLUE mirrors keep the task as their config."""
-    if not cfg.hub_dataset:
-        return layout.hub
-    if ":" in cfg.hub_dataset:
-        hub_id, config = cfg.hub_dataset.split(":", 1)
-        return hub_id, config or None
-    return cfg.hub_dataset, layout.hub[1]
+    return split_hub_name(cfg.hub_dataset, layout.hub)
 
 
 def _no_local_data(task: str, layout: _Layout, reason: str) -> DataError:
@@ -136,17 +132,8 @@ def _no_local_data(task: str, layout: _Layout, reason: str) -> DataError:
 def _read_hub(cfg: DataConfig, task: str, layout: _Layout, columns: _Columns, splits: list[str]
               ) -> tuple[dict[str, RawTable], str]:
     hub_id, config = _hub_name(cfg, layout)
-    name = f"{hub_id}/{config}" if config else hub_id
-    try:
-        import datasets
-    except ImportError:
-        raise _no_local_data(task, layout, f"the `datasets` package needed to fetch {name!r} from the "
-                                           "Hugging Face hub is not installed") from None
-    try:
-        dataset = datasets.load_dataset(hub_id, config)
-    except Exception as err:  # offline, unknown id, bad config: all mean "use local data instead"
-        raise _no_local_data(task, layout, f"loading {name!r} from the hub failed ({type(err).__name__}: {err})"
-                             ) from None
+    name = hub_label(hub_id, config)
+    dataset = load_hub_dataset(hub_id, config, lambda reason: _no_local_data(task, layout, reason))
     tables = {}
     for split in splits:
         if split not in dataset:
