@@ -151,3 +151,19 @@ def test_image_size_option_resizes_what_the_model_sees(vision, tmp_path):
     train_ok(*image_args(vision, tmp_path / "run", "lora"), "task_options.image_size=16")
     saved = json.loads((tmp_path / "run" / "adapter" / "preprocessor_config.json").read_text())
     assert saved["size"] == {"height": 16, "width": 16}
+
+
+@pytest.mark.parametrize("method", ["lora", "adalora"])
+def test_a_budget_sets_the_ranks_on_images(method, vision, tmp_path):
+    # 6 matrices (query, value, intermediate of 2 blocks) of the tiny ViT; one rank of each costs
+    # S = 2 x ((32 + 32) x 2 + (32 + 64)) = 448 parameters, so 896 is rank 2 for LoRA and a final
+    # total rank of 896 / (448 / 6) = 12 for AdaLoRA
+    args = [a for a in image_args(vision, tmp_path / "run", method) if not a.startswith(("method.lora_r",
+                                                                                        "method.target_rank"))]
+    train_ok(*args, "method.lora_module=[query,value,intermediate]", "method.budget=896")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["budget"] == 896
+    if method == "lora":
+        assert set(results["rank_pattern"].values()) == {2} and results["adapter_parameters"] == 896
+    else:
+        assert sum(results["rank_pattern"].values()) == round(896 / (448 / 6))  # the final total rank

@@ -136,3 +136,13 @@ def test_summarization_settings_errors_are_clear(corpus, tmp_path):
         assert result.exit_code == 2, (extra, result.output)
         assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_budget_sets_the_ranks_on_summarization(corpus, tmp_path):
+    # q_proj and v_proj of the encoder's and the decoder's self-attention and of the cross-attention:
+    # 2 layers x 3 attention blocks x 2 maps = 12 matrices of 32 x 32, one rank of all of them costs 768
+    args = [a for a in seq2seq_args(corpus, tmp_path / "run", "lora") if not a.startswith("method.lora_")]
+    train_ok(*args, "method.lora_module=[q_proj,v_proj]", "method.budget=1536")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert len(results["rank_pattern"]) == 12 and set(results["rank_pattern"].values()) == {2}
+    assert results["budget"] == results["adapter_parameters"] == 1536
