@@ -155,3 +155,18 @@ def test_base_parameters_are_the_models_own_count_head_included():
         adapted = prepare_model(model, MethodConfig(name=method, lora_r=4))
         assert adapted.total_parameters() > plain
         assert adapted.total_parameters() - _adapter_tensor_parameters(adapted) == plain
+
+
+def test_runs_selected_on_validation_report_the_test_split_too(tmp_path):
+    """VTAB-1k: validation_accuracy picks the best model, accuracy on the test split is the figure to report."""
+    for seed, (val, test) in enumerate([(0.70, 0.725), (0.60, 0.615), (0.80, 0.805)]):
+        run_dir = write_run(tmp_path, "imagefolder", "lora", seed, val, metric="validation_accuracy")
+        results = json.loads((run_dir / "results.json").read_text())
+        results["final_metrics"]["accuracy"] = test
+        (run_dir / "results.json").write_text(json.dumps(results))
+    text = build_report(tmp_path)["markdown"].read_text()
+    assert "### imagefolder: validation_accuracy" in text and "### imagefolder: accuracy (test split)" in text
+    test_table = text.split("accuracy (test split)")[1].split("##")[0]
+    assert "| lora | 3 | 72.50 |" in test_table  # the median of 72.5, 61.5, 80.5
+    plain = build_report(write_run(tmp_path / "other", "sst2", "lora", 0, 0.9).parents[2])["markdown"].read_text()
+    assert "(test split)" not in plain

@@ -36,9 +36,10 @@ class RunRecord:
     config: dict[str, Any]
     roles: dict[str, str]
 
-    def value(self, use: str = "final") -> float | None:
+    def value(self, use: str = "final", metric: str | None = None) -> float | None:
+        """The run's ``metric`` (default: the one that picked its best model) ×100."""
         metrics = self.results.get("best_metrics" if use == "best" else "final_metrics") or {}
-        value = metrics.get(self.results.get("metric_for_best"))
+        value = metrics.get(metric or self.results.get("metric_for_best"))
         return None if value is None else 100.0 * value
 
 
@@ -49,10 +50,12 @@ class Group:
     method: str
     runs: list[RunRecord]
     values: list[float]
+    reported: str | None = None
+    """The metric of ``values`` when it is not the one that picks the best model (VTAB-1k's test accuracy)."""
 
     @property
     def metric(self) -> str:
-        return self.runs[0].results.get("metric_for_best", "?")
+        return self.reported or self.runs[0].results.get("metric_for_best", "?")
 
     @property
     def median(self) -> float:
@@ -88,13 +91,14 @@ def _order(record: RunRecord) -> tuple:
     return task, record.task, record.model, order.index(method) if method in order else 99, record.method
 
 
-def group_runs(records: list[RunRecord], use: str = "final") -> list[Group]:
+def group_runs(records: list[RunRecord], use: str = "final", metric: str | None = None) -> list[Group]:
+    """Runs grouped by (task, model, method) with their main metric, or ``metric`` where they have it."""
     groups: dict[tuple[str, str, str], Group] = {}
     for record in sorted(records, key=_order):
         key = (record.task, record.model, record.method)
-        group = groups.setdefault(key, Group(*key, runs=[], values=[]))
+        group = groups.setdefault(key, Group(*key, runs=[], values=[], reported=metric))
         group.runs.append(record)
-        value = record.value(use)
+        value = record.value(use, metric)
         if value is not None:
             group.values.append(value)
     return [g for g in groups.values() if g.values]
@@ -103,6 +107,15 @@ def group_runs(records: list[RunRecord], use: str = "final") -> list[Group]:
 # ==================================================================================================
 # Tables
 # ==================================================================================================
+
+def test_metric(groups: list[Group]) -> str | None:
+    """The test split's name for the main metric when runs select on a held-out validation split
+    (``validation_accuracy`` picks, ``accuracy`` on test is reported: VTAB-1k), else None."""
+    main = groups[0].metric
+    name = main.removeprefix("validation_")
+    finals = [r.results.get("final_metrics") or {} for g in groups for r in g.runs]
+    return name if name != main and all(name in f for f in finals) else None
+
 
 def _num(x: float | None) -> str:
     return "—" if x is None else f"{x:,.0f}"
