@@ -94,4 +94,7 @@ def load_image_model(cfg: ModelConfig, label_names: Sequence[str]) -> torch.nn.M
 def _unloadable(name: str, path: str, what: str, err: Exception) -> str:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     where = f"from {path}" if path != name else "(not a local directory, so it must come from the hub: offline?)"
-    return f"cannot load the {what} of {name!r} {where}: {first}; use a local checkpoint directory"
+    first = first if len(first) <= 160 else first[:157] + "..."
+    return (f"cannot load the {what} of {name!r} {where}: {first}; image classification needs an image "
+            "classification checkpoint with its image processor: set model.name to one (a local directory such "
+            "as ../shared/models/dinov2-small, or a hub id when online)")

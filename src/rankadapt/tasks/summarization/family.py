@@ -148,7 +148,10 @@ class SummarizationFamily(TaskFamily):
         try:
             return AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as err:
-            raise ModelError(f"cannot load the tokenizer of {model_name!r} from {path}: {err}") from None
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ModelError(f"cannot load the tokenizer of {model_name!r} from {path} ({first}); summarization "
+                             "needs a text model: set model.name to a seq2seq checkpoint (BART, T5 ...) or an "
+                             "encoder for a bert2bert, e.g. sentence-transformers/all-MiniLM-L6-v2") from None
 
     def load_model(self, config, spec: SummarizationTask, processor) -> torch.nn.Module:
         return load_seq2seq_model(config.model.name, processor)
