@@ -35,7 +35,7 @@ from .hub_images import hub_images_root, read_hub_images
 from .images import (UNREADABLE, ImageExamples, align_to_training, limit_examples, load_rgb, read_images,
                      unreadable_images_error, vtab1k_split)
 from .metrics import TOP_K, classification_metrics, top_k_predictions
-from .models import load_image_model, load_image_processor
+from .models import interpolate_positions, load_image_model, load_image_processor, resized_processor
 from .pixels import ImageCollator, encode_images
 
 FAMILY = "image-classification"
@@ -273,33 +273,3 @@ class ImageClassificationFamily(TaskFamily):
 
 def _options(config) -> ImageClassificationSettings:
     return getattr(config, "task_options", None) or ImageClassificationSettings()
-
-
-def interpolate_positions(model: torch.nn.Module) -> None:
-    """Make ``model`` take images of another size than its checkpoint's: ViT, DeiT and BEiT
-    interpolate their position embeddings only when asked (``interpolate_pos_encoding=True``, which
-    is then bound into ``forward``; pass it yourself to a stock model); DINOv2 always does."""
-    import functools
-    import inspect
-
-    if "interpolate_pos_encoding" in inspect.signature(model.forward).parameters:
-        model.forward = functools.partial(model.forward, interpolate_pos_encoding=True)
-
-
-def resized_processor(processor, image_size: int):
-    """A copy of ``processor`` that gives ``image_size`` × ``image_size`` pixels: the crop (when it
-    crops) at that size with the resize keeping the checkpoint's resize/crop ratio (DINOv2: 256 → 224),
-    else the resize itself. ViT-family models interpolate their position embeddings to the new grid."""
-    import copy
-
-    out = copy.deepcopy(processor)
-    size = dict(getattr(out, "size", None) or {})
-    if getattr(out, "do_center_crop", False) and getattr(out, "crop_size", None):
-        crop = dict(out.crop_size)
-        ratio = (size.get("shortest_edge") or size.get("height") or crop["height"]) / crop["height"]
-        out.crop_size = {"height": image_size, "width": image_size}
-        edge = max(image_size, round(image_size * ratio))
-        out.size = {"shortest_edge": edge} if "shortest_edge" in size else {"height": edge, "width": edge}
-    else:
-        out.size = {"height": image_size, "width": image_size}
-    return out
