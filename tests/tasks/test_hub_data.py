@@ -158,16 +158,22 @@ def test_local_summaries_win_over_the_hub(monkeypatch, tmp_path):
     assert [p.id for p in load_summaries(task="xsum", dir=str(empty_root)).train] == ["100", "101"]
 
 
-@pytest.mark.parametrize("failure", ["missing", "offline"])
-def test_no_datasets_or_no_network_says_to_pass_local_files(monkeypatch, failure):
+def _hub_failure(monkeypatch, failure: str, name: str) -> str:
+    """Make the hub fail as ``failure`` says (no ``datasets`` package, or no network) and return the
+    reason the error message must give for dataset ``name``."""
     if failure == "missing":
         monkeypatch.setitem(sys.modules, "datasets", None)
-        reason = r"the `datasets` package needed to fetch 'cnn_dailymail/3.0.0' from the Hugging Face hub is not installed"
-    else:
-        def load_dataset(hub_id, config=None, **kwargs):
-            raise ConnectionError("no network")
-        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-        reason = r"loading 'cnn_dailymail/3.0.0' from the hub failed \(ConnectionError: no network\)"
+        return rf"the `datasets` package needed to fetch '{name}' from the Hugging Face hub is not installed"
+
+    def load_dataset(hub_id, config=None, **kwargs):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return rf"loading '{name}' from the hub failed \(ConnectionError: no network\)"
+
+
+@pytest.mark.parametrize("failure", ["missing", "offline"])
+def test_no_datasets_or_no_network_says_to_pass_local_files(monkeypatch, failure):
+    reason = _hub_failure(monkeypatch, failure, "cnn_dailymail/3.0.0")
     with pytest.raises(DataError, match=r"no local data for data.task=cnn_dailymail: " + reason +
                        r"\. Pass local files with data.train_file and data.eval_file .*under <root>/cnn_dailymail/"):
         load_summaries(task="cnn_dailymail")
@@ -346,14 +352,7 @@ def test_hub_image_split_errors(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("failure", ["missing", "offline"])
 def test_hub_images_without_datasets_or_network_say_to_pass_local_images(monkeypatch, tmp_path, failure):
-    if failure == "missing":
-        monkeypatch.setitem(sys.modules, "datasets", None)
-        reason = r"the `datasets` package needed to fetch 'cifar100' from the Hugging Face hub is not installed"
-    else:
-        def load_dataset(hub_id, config=None, **kwargs):
-            raise ConnectionError("no network")
-        monkeypatch.setattr(datasets, "load_dataset", load_dataset)
-        reason = r"loading 'cifar100' from the hub failed \(ConnectionError: no network\)"
+    reason = _hub_failure(monkeypatch, failure, "cifar100")
     with pytest.raises(DataError, match=r"data.task=imagefolder with data.hub_dataset=cifar100: " + reason +
                        r"\. Pass local images with data.train_dir \(DIR/<class>/\*.jpg\) and data.eval_dir"):
         load_images(tmp_path, hub_dataset="cifar100")
