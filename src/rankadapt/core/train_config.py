@@ -48,8 +48,11 @@ class TrainConfig(_Section):
     """Which model ``adapter/`` holds."""
     resume: bool = False
     """Continue the run in output_dir from its checkpoint/ (same settings; a longer schedule is allowed)."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Autocast the forward pass to bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler)."""
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    """Autocast the forward pass to bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler); ``auto``:
+    bf16 where the hardware executes it natively (a CUDA GPU of compute capability 8.0 or more; a CPU
+    with AVX512-BF16 or AMX-BF16), else ``no``. The resolved choice is printed at the start, recorded in
+    results.json and in the checkpoint (a resume on hardware that would resolve it otherwise is refused)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: a visible GPU when there is one (auto), or force cpu / cuda."""
     fast_dropout: bool = True

@@ -435,6 +435,12 @@ def _resume(run: Run) -> LoopState:
     if missing:
         raise TrainingError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} does not fit this model/method "
                             f"(unknown tensors such as {sorted(missing)[:3]}); resume with the run's own config.yaml")
+    precision = run.accelerator.mixed_precision
+    if loop.mixed_precision is not None and loop.mixed_precision != precision:
+        raise ConfigError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} was trained with mixed precision "
+                          f"{loop.mixed_precision!r}, but train.mixed_precision={config.train.mixed_precision} gives "
+                          f"{precision!r} on this machine; resume it where it gives {loop.mixed_precision!r} (or "
+                          "start a new run): the rest of the run would not be the run it resumes")
     if loop.batch_size is not None and loop.batch_size != config.train.batch_size:
         raise ConfigError(f"the checkpoint in {run.run_dir / CHECKPOINT_DIR} was written with train.batch_size="
                           f"{loop.batch_size} and its position in the epoch counts such batches; resume with "
@@ -515,6 +521,7 @@ def _save(run: Run, loop: LoopState, window: dict[str, Any] | None = None) -> No
     sums = {k: window[k] for k in ("loss", "reg", "batches", "samples")} if window else None
     loop.train_windows = gather_objects(sums) if window else None
     loop.world_size, loop.batch_size = run.accelerator.num_processes, run.config.train.batch_size
+    loop.mixed_precision = run.accelerator.mixed_precision
     loop.events_logged = run.logger.events_logged
     loop.total_steps = run.total_steps
     if run.is_main:
@@ -578,6 +585,7 @@ def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) ->
         "wall_seconds": round(wall, 3),
         "samples_per_second": round(loop.samples_seen / loop.train_seconds, 2) if loop.train_seconds else None,
         "num_processes": run.accelerator.num_processes,
+        "mixed_precision": run.accelerator.mixed_precision,
         "versions": package_versions(),
     }
     if adapted.adapters:

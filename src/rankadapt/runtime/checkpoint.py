@@ -68,6 +68,8 @@ class LoopState:
     first loss logged after a resume averages the same batches as an uninterrupted run's."""
     final_metrics: dict[str, float] | None = None
     """Set by the checkpoint written after the final evaluation: the run is finished."""
+    mixed_precision: str | None = None
+    """The autocast the run trained with (``train.mixed_precision=auto`` resolved): a resume keeps it."""
 
 
 def rng_state() -> dict[str, Any]:
