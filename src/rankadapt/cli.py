@@ -31,7 +31,7 @@ from .core.messages import is_main_process, setup_messages
 log = logging.getLogger(__name__)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Parameter-efficient fine-tuning of encoder classifiers: LoRA, AdaLoRA, ElaLoRA, SoRA, RM-LoRA.")
+                  help="Parameter-efficient fine-tuning (LoRA, AdaLoRA, ElaLoRA, SoRA, RM-LoRA) of text and image classifiers and summarisers.")
 config_app = typer.Typer(no_args_is_help=True, help="Show or validate a resolved configuration.")
 app.add_typer(config_app, name="config")
 
@@ -153,12 +153,12 @@ def evaluate(path: Path = typer.Argument(..., help="A run directory, adapter dir
 @app.command()
 @_user_errors
 def predict(path: Path = typer.Argument(..., help="A run, adapter or model directory."),
-            texts: Optional[list[str]] = typer.Argument(None, help="Texts to classify."),
+            texts: Optional[list[str]] = typer.Argument(None, help="Texts, documents or image files, as the run's task takes."),
             file: Optional[Path] = typer.Option(None, "--file", "-f", help="A text file, one input per line."),
             max_length: Optional[int] = typer.Option(None, "--max-length", "--max_length", min=8, help=(
                 "Truncate inputs to this many tokens (default: the run's data.max_length)."))):
-    """Classify texts with the run's own settings (max length, labels, single texts or TAB-separated
-    pairs); prints one JSON object per input (label and probability, or score)."""
+    """Predict with the run's own settings (text: max length, labels, TAB-separated pairs; images: top-k
+    labels; summaries: generation settings); prints one JSON object per input."""
     from .recipes.evaluate import predict_path
 
     inputs = list(texts or [])
@@ -171,7 +171,7 @@ def predict(path: Path = typer.Argument(..., help="A run, adapter or model direc
             raise ConfigError(f"--file {file} is not UTF-8 text (byte {err.start}: {err.reason}); convert it, e.g. "
                               f"iconv -f latin1 -t utf-8 {file}") from None
     if not inputs:
-        raise ConfigError("give texts to classify as arguments or with --file")
+        raise ConfigError("give the inputs (texts, documents or image files) as arguments or with --file")
     for record in predict_path(path, inputs, max_length=max_length, echo=log.info):
         typer.echo(json.dumps(record))
 
