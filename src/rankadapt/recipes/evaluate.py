@@ -60,6 +60,13 @@ def evaluate_loaders(model, loaders: dict[str, DataLoader], family: TaskFamily, 
     return metrics
 
 
+def encode_eval_splits(family: TaskFamily, data, processor, config: RunConfig, show_progress: bool = False
+                       ) -> dict[str, Any]:
+    """Every eval split of ``data``, encoded by its family (what the loaders of an evaluation read)."""
+    return {name: family.encode(name, split, processor, config, data.spec, show_progress)
+            for name, split in data.eval_splits.items()}
+
+
 def evaluate_path(path: str | Path, overrides: list[str]) -> dict[str, Any]:
     """Metrics of a trained run/adapter on the configured eval split(s)."""
     config = run_config_for(path, overrides)
@@ -69,8 +76,7 @@ def evaluate_path(path: str | Path, overrides: list[str]) -> dict[str, Any]:
     config = family.fit_config(config)
     accelerator = make_accelerator(config)
     show = accelerator.is_main_process and config.train.progress
-    eval_sets = {name: family.encode(name, split, trained.processor, config, spec, show)
-                 for name, split in data.eval_splits.items()}
+    eval_sets = encode_eval_splits(family, data, trained.processor, config, show)
     loaders = make_eval_loaders(config, eval_sets, family.collator(trained.processor, config), accelerator.num_processes)
     model, *prepared = accelerator.prepare(trained.model, *loaders.values())
     metrics = evaluate_loaders(model, dict(zip(loaders, prepared)), family, spec, config, accelerator,
@@ -129,7 +135,7 @@ def evaluate_loralib(config: RunConfig, lora_path: str | Path) -> dict[str, Any]
     adapted = load_loralib(model, lora_path, config.method.lora_alpha)
     model.eval()
     accelerator = make_accelerator(config)
-    eval_sets = {name: family.encode(name, split, tokenizer, config, spec, False) for name, split in data.eval_splits.items()}
+    eval_sets = encode_eval_splits(family, data, tokenizer, config)
     loaders = make_eval_loaders(config, eval_sets, family.collator(tokenizer, config), accelerator.num_processes)
     prepared, *prepared_loaders = accelerator.prepare(model, *loaders.values())
     metrics = evaluate_loaders(prepared, dict(zip(loaders, prepared_loaders)), family, spec, config, accelerator,

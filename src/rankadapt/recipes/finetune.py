@@ -59,7 +59,7 @@ from ..runtime.resume import SCHEDULED_METHODS, check_resume_changes, config_cha
 from ..runtime.tracking import RunLogger
 from ..tasks import TaskFamily, family_for_task
 from ..tasks.base import TaskData
-from .evaluate import Outputs, evaluate_loaders
+from .evaluate import Outputs, encode_eval_splits, evaluate_loaders
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
@@ -116,8 +116,7 @@ def build_run(config: RunConfig) -> Run:
     config = family.fit_config(config)
     show = accelerator.is_main_process
     train_set = family.encode("train", data.train, processor, config, data.spec, show)
-    eval_sets = {name: family.encode(name, split, processor, config, data.spec, show)
-                 for name, split in data.eval_splits.items()}
+    eval_sets = encode_eval_splits(family, data, processor, config, show)
     # Seed everything before the head and the adapters are created, so their init is reproducible.
     set_seed(config.train.seed)
     model = family.load_model(config, data.spec, processor)

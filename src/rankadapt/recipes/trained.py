@@ -72,7 +72,7 @@ def run_config_for(path: str | Path, overrides: list[str] | None = None) -> RunC
     if (run_dir / "config.yaml").is_file():
         data: dict[str, Any] = read_yaml(run_dir / "config.yaml")
     else:
-        meta = stored_meta(weights)
+        meta = read_meta(weights)
         name = (json.loads((weights / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
                 if kind == "adapter" else str(weights))
         family = get_family(meta["family"]) if meta.get("family") else family_for_task(meta.get("task", "custom"))
@@ -83,14 +83,11 @@ def run_config_for(path: str | Path, overrides: list[str] | None = None) -> RunC
     return build_config(_deep_merge(data, parse_overrides(overrides or [])))
 
 
-stored_meta = read_meta  # rankadapt.json beside the weights ({} for a plain PEFT adapter or model)
-
-
 def completed_meta(path: str | Path, config: RunConfig) -> tuple[TaskFamily, Any, dict[str, Any]]:
     """(family, task spec, metadata) of a trained directory: its ``rankadapt.json``, the class names
     of its ``config.json`` when that lacks them, and the family's defaults for the config's task."""
     weights, _ = locate(path)
-    meta = stored_meta(weights)
+    meta = read_meta(weights)
     meta.setdefault("task", config.data.task)
     if not meta.get("label_names"):
         meta.pop("label_names", None)

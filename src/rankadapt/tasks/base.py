@@ -96,15 +96,6 @@ class TaskFamily(ABC):
     def load_model(self, config: RunConfig, spec: Any, processor: Any) -> torch.nn.Module:
         """The transformers model with this family's head for ``spec`` (e.g. ``num_labels``)."""
 
-    def load_trained_model(self, path: str, config: RunConfig, meta: dict[str, Any], processor: Any
-                           ) -> torch.nn.Module:
-        """A base model (``path``: a name or directory) for eval/predict/export of a trained run,
-        shaped as ``meta`` (``export_metadata`` read back) says. Default: :meth:`load_model` with
-        the task spec rebuilt from ``meta``."""
-        spec = self.spec_from_metadata(meta, config)
-        return self.load_model(config.model_copy(update={"model": config.model.model_copy(update={"name": path})}),
-                               spec, processor)
-
     def head_modules(self, model: torch.nn.Module) -> list[str]:
         """Modules trained in full and saved with the adapter (PEFT's modules_to_save) unless
         ``method.modules_to_save`` says otherwise. Default: the classification head."""

@@ -6,7 +6,7 @@ Typical use::
     train = encode(data.train, tokenizer, config.data.max_length, config.data.cache_dir, "my-key")
 """
 
-from .encoding import (EncodedDataset, PaddingCollator, encode, encode_eval_splits, encode_splits, text_collator,
+from .encoding import (EncodedDataset, PaddingCollator, encode, encode_split, encode_splits, text_collator,
                        tokenize)
 from .files import read_table
 from .labels import carve_validation, limit, sample_indices
@@ -18,6 +18,6 @@ from .specs import GLUE_TASKS, TASKS, TaskSpec, custom_task, get_task, known_tas
 __all__ = [
     "EncodedDataset", "Examples", "GLUE_TASKS", "PaddingCollator", "RawTable", "TASKS",
     "TaskData", "TaskSpec", "carve_validation", "custom_task", "encode", "get_task", "known_task_names", "limit",
-    "load_task_data", "read_table", "resolve_data_dir", "sample_indices", "tokenize", "encode_eval_splits",
+    "load_task_data", "read_table", "resolve_data_dir", "sample_indices", "tokenize", "encode_split",
     "encode_splits", "text_collator",
 ]

@@ -206,25 +206,21 @@ class PaddingCollator:
         return out
 
 
+def encode_split(config: RunConfig, task_name: str, name: str, examples: Examples, tokenizer,
+                 show_progress: bool = False) -> EncodedDataset:
+    """One split of a run, cached under (model, task, split) with the run's max length."""
+    label = f"tokenising {name}" if show_progress and config.train.progress else None
+    key = f"{config.model.name}|{task_name}|{name}"
+    return encode(examples, tokenizer, config.data.max_length, config.data.cache_dir, key, label)
+
+
 def encode_splits(config: RunConfig, data: TaskData, tokenizer, show_progress: bool = False
                   ) -> tuple[EncodedDataset, dict[str, EncodedDataset]]:
-    key = f"{config.model.name}|{data.task.name}"
+    """The training split and every eval split of ``data`` (:func:`encode_split` each)."""
+    def encoded(name: str, examples: Examples) -> EncodedDataset:
+        return encode_split(config, data.task.name, name, examples, tokenizer, show_progress)
 
-    def encoded(split, name: str) -> EncodedDataset:
-        label = f"tokenising {name}" if show_progress and config.train.progress else None
-        return encode(split, tokenizer, config.data.max_length, config.data.cache_dir, f"{key}|{name}", label)
-
-    return encoded(data.train, "train"), encode_eval_splits(config, data, tokenizer, show_progress)
-
-
-def encode_eval_splits(config: RunConfig, data: TaskData, tokenizer, show_progress: bool = False
-                       ) -> dict[str, EncodedDataset]:
-    """The eval splits alone (``rankadapt eval`` has no use for the training split)."""
-    key = f"{config.model.name}|{data.task.name}"
-    show = show_progress and config.train.progress
-    return {name: encode(split, tokenizer, config.data.max_length, config.data.cache_dir, f"{key}|{name}",
-                         f"tokenising {name}" if show else None)
-            for name, split in data.eval_splits.items()}
+    return encoded("train", data.train), {name: encoded(name, split) for name, split in data.eval_splits.items()}
 
 
 def text_collator(config: RunConfig, tokenizer) -> PaddingCollator:

@@ -19,7 +19,7 @@ from ...core.models import fit_max_length, load_model, load_model_config, load_t
 from ...core.progress import bar
 from ..base import TaskFamily
 from .augment import build_objective, check_objective
-from .encoding import encode, text_collator
+from .encoding import encode_split, text_collator
 from .loading import load_task_data
 from .metrics import compute_metrics, predictions_from_logits
 from .records import TaskData
@@ -48,9 +48,7 @@ class TextClassificationFamily(TaskFamily):
         return load_model(config.model, spec.num_labels, spec.label_names)
 
     def encode(self, split: str, examples, processor, config: RunConfig, spec: TaskSpec, show_progress: bool):
-        label = f"tokenising {split}" if show_progress and config.train.progress else None
-        key = f"{config.model.name}|{spec.name}|{split}"
-        return encode(examples, processor, config.data.max_length, config.data.cache_dir, key, label)
+        return encode_split(config, spec.name, split, examples, processor, show_progress)
 
     def collator(self, processor, config: RunConfig):
         return text_collator(config, processor)
