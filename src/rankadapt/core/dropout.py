@@ -50,11 +50,18 @@ def keep_scale(p: float) -> float:
     return LEVELS / (LEVELS - drop_threshold(p))
 
 
-@torch.compiler.disable  # traced, the int16 view of the int64 draws breaks AOT autograd's aliasing (torch 2.13)
 def _random_halves(shape: torch.Size | tuple[int, ...], device: torch.device | str) -> torch.Tensor:
     """Independent uniform int16 values of the given shape, four from each 64-bit draw of the default
     generator (``random_`` over the full int64 range: every bit uniform), so the generator runs a
-    quarter as often as for one float per element."""
+    quarter as often as for one float per element.
+
+    Inside a graph that ``torch.compile`` traces, the int16 view of the int64 draws breaks AOT
+    autograd's output aliasing (torch 2.13), so a compiled graph draws the same distribution with
+    ``randint`` (another stream, as compiled random numbers are anyway). A check of the compiling
+    flag rather than ``@torch.compiler.disable``: the decorator imports torch._dynamo, 1.2–1.8 s of
+    every command's start-up."""
+    if torch.compiler.is_compiling():
+        return torch.randint(-(LEVELS // 2), LEVELS // 2, tuple(shape), dtype=torch.int32, device=device)
     count = math.prod(shape)
     words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
     return words.view(torch.int16)[:count].view(shape)
