@@ -46,6 +46,10 @@ class TrainConfig(_Section):
     """Eval metric that picks the best model (default: the task's main metric)."""
     export: Literal["best", "last"] = "best"
     """Which model ``adapter/`` holds."""
+    save_final_checkpoint: bool = True
+    """Write checkpoint/ after the final evaluation too, so that train.resume can extend the finished run
+    (more epochs or steps). false saves that write where nothing will resume the run (a short job); a
+    checkpoint of an intermediate evaluation is still written, and a resume continues from it."""
     resume: bool = False
     """Continue the run in output_dir from its checkpoint/ (same settings; a longer schedule is allowed)."""
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "sweep.json"
 ENTRY_FILE = "sweep-run.json"
 RESULTS_FILE = "results.json"
-_VOLATILE = {"train": ("resume", "progress")}
+_VOLATILE = {"train": ("resume", "progress", "save_final_checkpoint")}
 """Settings that do not change a run's result; a rerun with other values is the same run."""
 
 

@@ -55,6 +55,7 @@ from ..runtime.checkpoint import (CHECKPOINT_DIR, LoopState, has_checkpoint, loa
                                   rng_state, rng_state_for, save_checkpoint, set_rng_state)
 from ..runtime.loaders import make_loaders
 from ..runtime.optim import make_optimizer, schedule_lengths
+from ..runtime.phases import PhaseClock
 from ..runtime.resume import SCHEDULED_METHODS, check_resume_changes, config_changes
 from ..runtime.tracking import RunLogger
 from ..tasks import TaskFamily, family_for_task
@@ -87,6 +88,8 @@ class Run:
     total_steps: int
     steps_per_epoch: int
     logger: RunLogger
+    clock: PhaseClock
+    """Wall seconds per phase (``results.json``'s ``phase_seconds``)."""
 
     @property
     def is_main(self) -> bool:
@@ -103,29 +106,43 @@ class Run:
 # ==================================================================================================
 
 
-def build_run(config: RunConfig) -> Run:
+def build_run(config: RunConfig, clock: PhaseClock | None = None) -> Run:
     from accelerate.utils import set_seed
+
+    clock = clock or PhaseClock()
+    with clock.phase("setup"):
+        accelerator = make_accelerator(config)
+        run_dir = config.resolved_output_dir()
+        family = family_for_task(config.data.task)
+    with clock.phase("data"):
+        data = family.load_data(config)
+        family.check_config(config, data.spec)
+        processor = family.prepare_processor(family.load_processor(config.model.name), config)
+        config = family.fit_config(config)
+        show = accelerator.is_main_process
+        train_set = family.encode("train", data.train, processor, config, data.spec, show)
+        eval_sets = encode_eval_splits(family, data, processor, config, show)
+    with clock.phase("model"):
+        # Seed everything before the head and the adapters are created, so their init is reproducible.
+        set_seed(config.train.seed)
+        model = family.load_model(config, data.spec, processor)
+        echo = log.info if accelerator.is_main_process else None
+        patterns, heads = family.role_patterns(model), family.head_modules(model)
+        config = apply_budget(config, model, echo, patterns, heads)  # method.budget -> ranks; needs the shapes
+        adapted = prepare_model(model, config.method, patterns, heads)
+        if config.init_from:  # before any checkpoint is loaded: train.resume continues from the checkpoint
+            init_adapters_from(adapted, config.init_from, getattr(config.method, "lora_alpha", None), echo)
+    with clock.phase("setup"):
+        return _assemble_run(config, run_dir, accelerator, family, data, processor, adapted, model, train_set,
+                             eval_sets, clock)
+
+
+def _assemble_run(config: RunConfig, run_dir: Path, accelerator: Any, family: TaskFamily, data: TaskData,
+                  processor: Any, adapted: AdaptedModel, model: torch.nn.Module, train_set: Any, eval_sets: dict,
+                  clock: PhaseClock) -> Run:
+    """Loaders, optimizer, schedule and logger around the prepared model (build_run's last part)."""
     from transformers import get_linear_schedule_with_warmup
 
-    accelerator = make_accelerator(config)
-    run_dir = config.resolved_output_dir()
-    family = family_for_task(config.data.task)
-    data = family.load_data(config)
-    family.check_config(config, data.spec)
-    processor = family.prepare_processor(family.load_processor(config.model.name), config)
-    config = family.fit_config(config)
-    show = accelerator.is_main_process
-    train_set = family.encode("train", data.train, processor, config, data.spec, show)
-    eval_sets = encode_eval_splits(family, data, processor, config, show)
-    # Seed everything before the head and the adapters are created, so their init is reproducible.
-    set_seed(config.train.seed)
-    model = family.load_model(config, data.spec, processor)
-    echo = log.info if accelerator.is_main_process else None
-    patterns, heads = family.role_patterns(model), family.head_modules(model)
-    config = apply_budget(config, model, echo, patterns, heads)  # method.budget -> rank settings; needs the shapes
-    adapted = prepare_model(model, config.method, patterns, heads)
-    if config.init_from:  # before any checkpoint is loaded: train.resume continues from the checkpoint
-        init_adapters_from(adapted, config.init_from, getattr(config.method, "lora_alpha", None), echo)
     if hasattr(adapted.policy, "seed"):
         adapted.policy.seed = config.train.seed
     train_loader, eval_loaders = make_loaders(config, train_set, eval_sets, family.collator(processor, config),
@@ -144,7 +161,7 @@ def build_run(config: RunConfig) -> Run:
         adapted.policy.setup(adapted.adapters, total_steps)
     logger = RunLogger(run_dir, tensorboard=config.train.tensorboard, enabled=accelerator.is_main_process)
     return Run(config, run_dir, accelerator, family, data, processor, adapted, model, train_loader, eval_loaders,
-               optimizer, scheduler, total_steps, steps_per_epoch, logger)
+               optimizer, scheduler, total_steps, steps_per_epoch, logger, clock)
 
 
 # ==================================================================================================
@@ -153,7 +170,7 @@ def build_run(config: RunConfig) -> Run:
 
 def evaluate(run: Run, keep_outputs: dict[str, Outputs] | None = None) -> dict[str, float]:
     """Metrics on the eval splits, computed with ΔW merged into W (the same function, cheaper)."""
-    with run.adapted.merged_for_evaluation():
+    with run.clock.phase("evaluation"), run.adapted.merged_for_evaluation():
         return evaluate_loaders(run.model, run.eval_loaders, run.family, run.data.spec, run.config, run.accelerator,
                                 run.processor, run.data.eval_splits, show_progress=run.is_main and run.config.train.progress,
                                 keep_outputs=keep_outputs)
@@ -173,8 +190,9 @@ def best_metric_name(run: Run) -> str:
 
 def train(config: RunConfig) -> dict[str, Any]:
     """Run one fine-tuning job end to end; returns the ``results.json`` record."""
+    clock = PhaseClock()
     with _claimed_run_dir(config):
-        run = build_run(config)
+        run = build_run(config, clock)
         try:
             return _train(run)
         finally:
@@ -203,7 +221,8 @@ def _claimed_run_dir(config: RunConfig):
 
 def _train(run: Run) -> dict[str, Any]:
     config = run.config
-    loop = _start_or_resume(run)
+    with run.clock.phase("resume" if config.train.resume else "run_dir"):
+        loop = _start_or_resume(run)
     run.status(run.adapted.summary())
     run.status(f"data: {run.data.source}; train {len(run.data.train):,} examples, "
                + ", ".join(f"{k} {len(v):,}" for k, v in run.data.eval_splits.items())
@@ -229,19 +248,21 @@ def _train(run: Run) -> dict[str, Any]:
 
 def _final_evaluation(run: Run, loop: LoopState) -> dict[str, float]:
     """Evaluate, log, write the family's predictions files, export and checkpoint the end of the
-    run; the checkpoint marks it finished."""
+    run (unless train.save_final_checkpoint=false); the checkpoint marks it finished, so a resume
+    with a longer schedule extends it."""
     outputs: dict[str, Outputs] = {}
     final = evaluate(run, keep_outputs=outputs)
     run.logger.log("eval", loop.step, final=True, **final)
-    if run.is_main:
-        for split, split_outputs in outputs.items():
-            run.family.write_predictions(run.run_dir, split, run.data.spec, split_outputs, run.processor,
-                                         run.data.eval_splits[split])
+    with run.clock.phase("predictions"):
+        if run.is_main:
+            for split, split_outputs in outputs.items():
+                run.family.write_predictions(run.run_dir, split, run.data.spec, split_outputs, run.processor,
+                                             run.data.eval_splits[split])
     _require_finite_evaluation(run, loop, final)
     improved = _update_best(run, loop, final)
     _export(run, loop, final_pass=True, improved=improved)
     loop.final_metrics = final
-    if run.optimizer is not None:
+    if run.optimizer is not None and run.config.train.save_final_checkpoint:
         _save(run, loop)
     return final
 
@@ -524,9 +545,10 @@ def _save(run: Run, loop: LoopState, window: dict[str, Any] | None = None) -> No
     loop.events_logged = run.logger.events_logged
     loop.total_steps = run.total_steps
     if run.is_main:
-        save_checkpoint(run.run_dir, model_state=trainable_state_dict(adapted), optimizer=run.optimizer,
-                        scheduler=run.scheduler, policy_state=adapted.policy.state_dict(), loop=loop,
-                        rng_states=rng_states)
+        with run.clock.phase("checkpoint"):
+            save_checkpoint(run.run_dir, model_state=trainable_state_dict(adapted), optimizer=run.optimizer,
+                            scheduler=run.scheduler, policy_state=adapted.policy.state_dict(), loop=loop,
+                            rng_states=rng_states)
 
 
 def _export(run: Run, loop: LoopState, final_pass: bool = False, improved: bool = False) -> None:
@@ -547,7 +569,7 @@ def _export(run: Run, loop: LoopState, final_pass: bool = False, improved: bool 
     from ..methods.export import export_merged, export_peft
 
     # Exports of a new best model during training show while they are written, then make way for the bar.
-    with phase(f"exporting {target}", run.config.train.progress, leave=final_pass):
+    with run.clock.phase("export"), phase(f"exporting {target}", run.config.train.progress, leave=final_pass):
         # What predict/eval need to treat inputs as this run did (the family's rankadapt.json fields).
         meta = run.family.export_metadata(run.data.spec, run.config)
         if run.adapted.adapters:
@@ -585,6 +607,7 @@ def _results(run: Run, loop: LoopState, final: dict[str, float], wall: float) ->
         "samples_per_second": round(loop.samples_seen / loop.train_seconds, 2) if loop.train_seconds else None,
         "num_processes": run.accelerator.num_processes,
         "mixed_precision": run.accelerator.mixed_precision,
+        "phase_seconds": {**run.clock.record(), "train_loop": round(loop.train_seconds, 3)},
         "versions": package_versions(),
     }
     if adapted.adapters:

@@ -19,7 +19,8 @@ from ..core.errors import ConfigError
 
 SAFE_ON_RESUME = frozenset({
     "train.eval_strategy", "train.eval_steps", "train.logging_steps", "train.eval_batch_size", "train.num_workers",
-    "train.progress", "train.tensorboard", "train.threads", "train.device", "data.cache_dir", "data.dir",
+    "train.progress", "train.tensorboard", "train.threads", "train.device", "train.save_final_checkpoint",
+    "data.cache_dir", "data.dir",
 })
 LONGER_ON_RESUME = frozenset({"train.epochs", "train.max_steps"})
 SCHEDULED_METHODS = ("adalora", "elalora")
