@@ -295,7 +295,7 @@ def test_fp16_training_survives_overflowing_first_steps_with_finite_importance(w
 # ==================================================================================================
 
 def eval_batch(run, device: torch.device) -> dict[str, torch.Tensor]:
-    encoded = run.tokenizer(["the movie was great and fine", "a boring plot , sad and weak"], padding=True,
+    encoded = run.processor(["the movie was great and fine", "a boring plot , sad and weak"], padding=True,
                             return_tensors="pt")
     return {k: v.to(device) for k, v in encoded.items()}
 

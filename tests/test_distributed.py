@@ -133,7 +133,8 @@ def base_args(root: Path, run_dir: Path, train_file: str = "train.csv") -> list[
             "data.max_length=16", f"data.cache_dir={root / 'cache'}", "train.batch_size=8", "train.epochs=2",
             "train.learning_rate=1e-2", "train.progress=false", "train.logging_steps=1", "train.device=cpu",
             "train.tensorboard=false", "method.name=lora", "method.lora_module=[query,value,intermediate]",
-            "train.eval_strategy=epoch", "train.export=last", f"output_dir={run_dir}"]
+            "train.eval_strategy=epoch", "train.export=last", f"output_dir={run_dir}",
+            "train.mixed_precision=no"]  # fp32: the equalities below are to 1e-6 (auto picks bf16 where native)
 
 
 def torchrun(*args: str, nproc: int = 2, expect_rc: int = 0) -> str:

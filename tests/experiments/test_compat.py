@@ -94,6 +94,14 @@ def test_cutoff_and_rdrop_flags_of_the_lora_repository_scripts():
     assert sora.prox_threshold == "xi" and sora.sparse_lambda_2 == 0.005
 
 
+@pytest.mark.parametrize("flags, precision", [("", "no"), ("--fp16", "fp16"), ("--bf16", "bf16")])
+def test_an_official_command_trains_in_the_precision_it_asked_for(flags, precision):
+    """The official scripts trained in fp32 without --fp16: a pasted command does not take rankadapt's
+    hardware-chosen default (train.mixed_precision=auto)."""
+    command = parse(f"--model_name_or_path m --task_name rte --apply_lora --do_train {flags}")
+    assert command.config.train.mixed_precision == precision
+
+
 @pytest.mark.parametrize("flags, message", [
     ("--do_aug", "--do_aug needs --aug_type"),
     ("--aug_type span_cutoff", "applies only with --do_aug"),

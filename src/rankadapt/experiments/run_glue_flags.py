@@ -137,8 +137,9 @@ def _special(given: dict[str, Any], flags: dict[str, bool | None], method: str, 
                               "--model_name_or_path; give a model directory that holds both")
     _sora_flags(given, notes)
     tree["train"].update(_cutoff_flags(given, flags))
-    if flags.get("fp16") or flags.get("bf16"):
-        tree["train"]["mixed_precision"] = "bf16" if flags.get("bf16") else "fp16"
+    # The official scripts trained in fp32 unless --fp16/--bf16 was given: a pasted command means that,
+    # not rankadapt's hardware-chosen default (train.mixed_precision=auto).
+    tree["train"]["mixed_precision"] = "bf16" if flags.get("bf16") else "fp16" if flags.get("fp16") else "no"
     if flags.get("no_cuda"):
         tree["train"]["device"] = "cpu"
     tree["train"]["export"] = "best" if flags.get("load_best_model_at_end") else "last"
