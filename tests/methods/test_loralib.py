@@ -115,7 +115,9 @@ def test_loralib_checkpoint_evaluates_and_starts_a_run_from_the_command_line(tmp
     args = custom_task_args(tmp_path, model_dir, tmp_path / "run", n_train=32, n_eval=16)
     save_loralib(trained_like(lora_r=2), tmp_path / "x.bin", 16.0)
     data = [a for a in args if a.startswith("data.")]
-    result = runner.invoke(app, ["eval", str(model_dir), "--lora_path", str(tmp_path / "x.bin"), *data])
+    # fp32, as run-glue below keeps the official scripts' precision (auto would pick bf16 where native)
+    result = runner.invoke(app, ["eval", str(model_dir), "--lora_path", str(tmp_path / "x.bin"), *data,
+                                 "train.mixed_precision=no"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["ranks"] and 0 <= metrics["metrics"]["accuracy"] <= 1
