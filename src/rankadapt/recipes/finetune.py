@@ -106,10 +106,10 @@ class Run:
 # ==================================================================================================
 
 
-def build_run(config: RunConfig, clock: PhaseClock | None = None) -> Run:
+def build_run(config: RunConfig) -> Run:
     from accelerate.utils import set_seed
 
-    clock = clock or PhaseClock()
+    clock = PhaseClock()
     with clock.phase("setup"):
         accelerator = make_accelerator(config)
         run_dir = config.resolved_output_dir()
@@ -190,9 +190,8 @@ def best_metric_name(run: Run) -> str:
 
 def train(config: RunConfig) -> dict[str, Any]:
     """Run one fine-tuning job end to end; returns the ``results.json`` record."""
-    clock = PhaseClock()
     with _claimed_run_dir(config):
-        run = build_run(config, clock)
+        run = build_run(config)
         try:
             return _train(run)
         finally:
