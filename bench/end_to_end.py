@@ -15,8 +15,8 @@ load, reading and tokenising the data, training, the held-out evaluation, saving
 
 - ``peft+trainer``: ``bench/peft_trainer_baseline.py`` (fixed padding to max length, default Trainer
   settings, fp32);
-- ``rankadapt``: ``rankadapt train CONFIG`` with the default settings (``train.mixed_precision=auto``:
-  bf16 where the hardware executes it natively);
+- ``rankadapt``: ``rankadapt train CONFIG`` with ``train.mixed_precision=auto`` (bf16 where the
+  hardware executes it natively; not the default yet, see BENCHMARKS.md section 3);
 - ``rankadapt fp32``: the same with ``train.mixed_precision=no`` (the figures beside);
 - with ``--torch-dropout``, also ``rankadapt fp32 torch dropout`` (``train.fast_dropout=false``).
 
@@ -76,7 +76,7 @@ def run_rankadapt(config: str, overrides: list[str], out: Path) -> dict:
 
 def rankadapt_jobs(torch_dropout: bool) -> dict[str, list[str]]:
     """The rankadapt jobs of a round: name -> their own overrides."""
-    jobs = {"rankadapt": [], "rankadapt fp32": ["train.mixed_precision=no"]}
+    jobs = {"rankadapt": ["train.mixed_precision=auto"], "rankadapt fp32": ["train.mixed_precision=no"]}
     if torch_dropout:
         jobs["rankadapt fp32 torch dropout"] = ["train.mixed_precision=no", "train.fast_dropout=false"]
     return jobs
