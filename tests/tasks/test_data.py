@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import sys
 import types
 from collections import Counter
@@ -534,10 +535,34 @@ def test_length_grouped_sampler():
     assert sorted(second) == list(range(500)) and second != first
     sampler.set_epoch(0)
     assert list(sampler) == first
-    # within a mega-batch (8 x 15 = 120 indices) lengths are descending, apart from the swapped head
-    mega = [lengths[i] for i in first[1:120]]
-    assert mega == sorted(mega, reverse=True)
     assert list(LengthGroupedSampler(lengths, batch_size=8, seed=4)) != first
+
+
+def _batches(order: list[int], size: int) -> list[tuple[int, ...]]:
+    return [tuple(order[k:k + size]) for k in range(0, len(order), size)]
+
+
+def test_length_grouped_batches_are_transformers_batches_in_a_shuffled_order():
+    """The same batches as transformers' length grouping (same permutation, mega-batches, longest-first
+    swap), so the padding is the same; but their order is shuffled: transformers' long-to-short sweep
+    through each mega-batch is gone, while the first batch (the longest example) and the last, smaller
+    batch keep their places."""
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    lengths = [(i * 37) % 101 + 1 for i in range(500)]   # 62 batches of 8 and one of 4; mega-batches of 15
+    ours = _batches(LengthGroupedSampler(lengths, batch_size=8, seed=3).order(), 8)
+    theirs = _batches(get_length_grouped_indices(lengths, 8, generator=torch.Generator().manual_seed(3)), 8)
+    assert sorted(ours) == sorted(theirs)
+    assert ours[0] == theirs[0] and ours[-1] == theirs[-1] and len(ours[-1]) == 4
+    assert ours != theirs
+
+    def sweep(batches):  # correlation of a batch's place in its mega-batch with its longest example
+        middle = batches[1:-1]
+        place = [(k + 1) % 15 for k in range(len(middle))]
+        return statistics.correlation(place, [max(lengths[i] for i in b) for b in middle])
+
+    assert sweep(theirs) < -0.9
+    assert abs(sweep(ours)) < 0.3
 
 
 def test_length_grouping_reduces_padding():
