@@ -54,6 +54,7 @@ from ..runtime.accelerator import make_accelerator
 from ..runtime.checkpoint import (CHECKPOINT_DIR, LoopState, has_checkpoint, load_checkpoint, recover_checkpoint,
                                   rng_state, rng_state_for, save_checkpoint, set_rng_state)
 from ..runtime.loaders import make_loaders
+from ..runtime.memory import freed_memory_kept
 from ..runtime.optim import make_optimizer, schedule_lengths
 from ..runtime.phases import PhaseClock
 from ..runtime.resume import SCHEDULED_METHODS, check_resume_changes, config_changes
@@ -232,11 +233,12 @@ def _train(run: Run) -> dict[str, Any]:
     if loop.final_metrics is not None and loop.step >= run.total_steps:
         final = loop.final_metrics  # a finished run resumed: its final evaluation is already logged
     else:
-        if run.optimizer is not None and loop.step < run.total_steps:
-            cheaper_masks = fast_dropout(run.adapted.model) if config.train.fast_dropout else nullcontext()
-            with cheaper_masks:
-                _training_loop(run, loop)
-        final = _final_evaluation(run, loop)
+        with freed_memory_kept(config.train.reuse_freed_memory, run.accelerator.device.type):
+            if run.optimizer is not None and loop.step < run.total_steps:
+                cheaper_masks = fast_dropout(run.adapted.model) if config.train.fast_dropout else nullcontext()
+                with cheaper_masks:
+                    _training_loop(run, loop)
+            final = _final_evaluation(run, loop)
     results = _results(run, loop, final, wall=time.perf_counter() - start)
     if run.is_main:
         crash_point("train: before results.json")

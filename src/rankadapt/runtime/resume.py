@@ -20,6 +20,7 @@ from ..core.errors import ConfigError
 SAFE_ON_RESUME = frozenset({
     "train.eval_strategy", "train.eval_steps", "train.logging_steps", "train.eval_batch_size", "train.num_workers",
     "train.progress", "train.tensorboard", "train.threads", "train.device", "train.save_final_checkpoint",
+    "train.reuse_freed_memory",
     "data.cache_dir", "data.dir",
 })
 LONGER_ON_RESUME = frozenset({"train.epochs", "train.max_steps"})
