@@ -42,7 +42,7 @@ def main() -> None:
     rows = {}
     for i, (name, overrides) in enumerate(SETTINGS.items()):
         out = Path(args.results) / f"setting-{i}"
-        seconds = run_rankadapt(args.config, [*common, *overrides], out, "no")["train_seconds"]
+        seconds = run_rankadapt(args.config, [*common, *overrides, "train.mixed_precision=no"], out)["train_seconds"]
         rows[name] = {"train_seconds": seconds, "seconds_per_step": seconds / args.steps}
         print(f"{name}: {rows[name]['seconds_per_step']:.3f} s/step", flush=True)
     first = next(iter(rows.values()))["seconds_per_step"]

@@ -87,7 +87,8 @@ def main(argv: list[str]) -> None:
     args = TrainingArguments(output_dir=str(Path(config.output_dir) / "trainer"), num_train_epochs=t.epochs,
                              per_device_train_batch_size=t.batch_size, learning_rate=t.learning_rate,
                              weight_decay=t.weight_decay, warmup_steps=t.warmup_ratio, seed=t.seed,
-                             save_strategy="no", report_to="none", logging_steps=50)
+                             save_strategy="no", report_to="none", logging_steps=t.logging_steps,
+                             bf16=t.mixed_precision == "bf16", use_cpu=not torch.cuda.is_available())
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                       compute_metrics=accuracy)
     tick = time.perf_counter()
