@@ -21,7 +21,7 @@ load, reading and tokenising the data, training, the held-out evaluation, saving
 - with ``--torch-dropout``, also ``rankadapt fp32 torch dropout`` (``train.fast_dropout=false``).
 
 The speed-up of a round is its peer's wall time over the job's; the table gives the median of the
-rounds' speed-ups and of the wall times, the accuracies, the 1-minute load average before each round
+rounds' speed-ups, of the wall times and of each process's peak resident memory, the accuracies, the 1-minute load average before each round
 (2 cores here: an idle machine reads below ~0.3 after a pause), and rankadapt's own phase times
 (``results.json``'s ``phase_seconds``: where its wall time outside the training loop went). Writes
 ``bench/results/end_to_end-JOB.json``. Extra ``key=value`` arguments go to every job (e.g.
@@ -48,28 +48,32 @@ JOBS = {
 PEER = "peft+trainer"
 
 
-def timed(command: list[str]) -> float:
-    """Run ``command`` to completion; its wall-clock seconds. A failing job stops the benchmark."""
+def timed(command: list[str]) -> tuple[float, float]:
+    """Run ``command`` to completion; its wall-clock seconds and peak resident memory (MB, from the
+    child's own rusage). A failing job stops the benchmark."""
     start = time.perf_counter()
-    done = subprocess.run(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed with exit status {done.returncode}")
-    return time.perf_counter() - start
+    process = subprocess.Popen(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit status {process.returncode}")
+    return seconds, usage.ru_maxrss / 1024  # Linux reports KiB
 
 
 def run_peer(config: str, overrides: list[str], out: Path) -> dict:
-    seconds = timed([sys.executable, str(HERE / "peft_trainer_baseline.py"), config, *overrides,
-                     f"output_dir={out}"])
+    seconds, peak = timed([sys.executable, str(HERE / "peft_trainer_baseline.py"), config, *overrides,
+                           f"output_dir={out}"])
     record = json.loads((out / "baseline.json").read_text())
-    return {"wall_seconds": seconds, "accuracy": record["accuracy"], "train_seconds": record["train_seconds"],
-            "trainable_parameters": record["trainable_parameters"]}
+    return {"wall_seconds": seconds, "peak_rss_mb": peak, "accuracy": record["accuracy"],
+            "train_seconds": record["train_seconds"], "trainable_parameters": record["trainable_parameters"]}
 
 
 def run_rankadapt(config: str, overrides: list[str], out: Path) -> dict:
-    seconds = timed([sys.executable, "-m", "rankadapt", "train", config, *overrides, f"output_dir={out}",
-                     "train.progress=false"])
+    seconds, peak = timed([sys.executable, "-m", "rankadapt", "train", config, *overrides, f"output_dir={out}",
+                           "train.progress=false"])
     record = json.loads((out / "results.json").read_text())
-    return {"wall_seconds": seconds, "accuracy": record["final_metrics"]["accuracy"],
+    return {"wall_seconds": seconds, "peak_rss_mb": peak, "accuracy": record["final_metrics"]["accuracy"],
             "train_seconds": record["train_seconds"], "trainable_parameters": record["trainable_parameters"],
             "mixed_precision": record["mixed_precision"], "phase_seconds": record.get("phase_seconds", {})}
 
@@ -97,6 +101,7 @@ def summarise(rounds: list[dict], target: float | None) -> dict[str, dict]:
         speedups = [r["jobs"][PEER]["wall_seconds"] / r["jobs"][name]["wall_seconds"] for r in rounds]
         row = {"wall_seconds": [round(j["wall_seconds"], 1) for j in runs],
                "median_wall_seconds": statistics.median(j["wall_seconds"] for j in runs),
+               "median_peak_rss_mb": statistics.median(j["peak_rss_mb"] for j in runs),
                "median_train_seconds": statistics.median(j["train_seconds"] for j in runs),
                "accuracies": [j["accuracy"] for j in runs], "speedups": [round(s, 3) for s in speedups],
                "median_speedup": statistics.median(speedups)}
@@ -114,11 +119,11 @@ def summarise(rounds: list[dict], target: float | None) -> dict[str, dict]:
 def print_table(summary: dict[str, dict], rounds: list[dict]) -> None:
     loads = ", ".join(f"{r['load_before']:.2f}" for r in rounds)
     print(f"\n{len(rounds)} rounds; 1-minute load average before each: {loads}")
-    print(f"{'job':<30}{'wall s (median)':>16}{'train s':>9}{'accuracy':>12}{'speed-up (median)':>19}")
+    print(f"{'job':<30}{'wall s (median)':>16}{'train s':>9}{'peak MB':>9}{'speed-up (median)':>19}  accuracy")
     for name, row in summary.items():
         accuracy = "/".join(f"{a:.4f}" for a in sorted(set(row["accuracies"])))
-        print(f"{name:<30}{row['median_wall_seconds']:>16.1f}{row['median_train_seconds']:>9.1f}{accuracy:>12}"
-              f"{row['median_speedup']:>18.2f}x")
+        print(f"{name:<30}{row['median_wall_seconds']:>16.1f}{row['median_train_seconds']:>9.1f}"
+              f"{row['median_peak_rss_mb']:>9.0f}{row['median_speedup']:>18.2f}x  {accuracy}")
     for name, row in summary.items():
         if "median_phase_seconds" in row:
             phases = ", ".join(f"{k} {v}" for k, v in row["median_phase_seconds"].items())
