@@ -15,8 +15,8 @@ load, reading and tokenising the data, training, the held-out evaluation, saving
 
 - ``peft+trainer``: ``bench/peft_trainer_baseline.py`` (fixed padding to max length, default Trainer
   settings, fp32);
-- ``rankadapt``: ``rankadapt train CONFIG`` with ``train.mixed_precision=auto`` (bf16 where the
-  hardware executes it natively; not the default yet, see BENCHMARKS.md section 3);
+- ``rankadapt``: ``rankadapt train CONFIG`` with ``train.mixed_precision=auto``, the default (bf16 where
+  the hardware executes it natively; BENCHMARKS.md section 3 measures its accuracy against fp32);
 - ``rankadapt fp32``: the same with ``train.mixed_precision=no`` (the figures beside);
 - with ``--torch-dropout``, also ``rankadapt fp32 torch dropout`` (``train.fast_dropout=false``).
 

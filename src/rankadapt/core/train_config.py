@@ -52,7 +52,7 @@ class TrainConfig(_Section):
     checkpoint of an intermediate evaluation is still written, and a resume continues from it."""
     resume: bool = False
     """Continue the run in output_dir from its checkpoint/ (same settings; a longer schedule is allowed)."""
-    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "auto"
     """Autocast the forward pass to bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler); ``auto``:
     bf16 where the hardware executes it natively (a CUDA GPU of compute capability 8.0 or more; a CPU
     with AVX512-BF16 or AMX-BF16), else ``no``. The resolved choice is printed at the start, recorded in
