@@ -21,9 +21,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
+
+from end_to_end import timed
 
 SHORT_JOB = ["data.train_limit=1000", "data.eval_limit=500", "train.learning_rate=1e-3", "train.progress=false",
              "train.tensorboard=false"]
@@ -52,8 +53,7 @@ def one_run(order: str, seed: int, overrides: list[str], out: Path) -> dict:
     run_dir, load = out / f"{order}-seed{seed}", os.getloadavg()[0]
     command = [sys.executable, __file__, "--child", order, *overrides, *SHORT_JOB, *OWN_OVERRIDES[order],
                f"train.seed={seed}", f"output_dir={run_dir}"]
-    if subprocess.run(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}).returncode != 0:
-        raise SystemExit(f"the {order} run of seed {seed} failed")
+    timed(command)  # end_to_end's runner: a failing run stops the benchmark
     results = json.loads((run_dir / "results.json").read_text())
     return {"train_seconds": results["train_seconds"], "accuracy": results["final_metrics"]["accuracy"],
             "mixed_precision": results["mixed_precision"], "load_before": load}

@@ -5,8 +5,8 @@ Why: glibc serves a block of more than its mmap threshold (128 KiB, raised dynam
 with a fresh ``mmap`` and unmaps it when freed, and it trims the top of the heap once more than the
 trim threshold is free. A training step frees nearly everything it allocated (activations, their
 gradients, attention scores of tens of MiB), so every step asked the kernel for the same memory again
-and touched it page by page: on the quick start's MiniLM job about 9% of the training loop
-(BENCHMARKS.md section 4.0: 35.6 s against 32.1 s for 30 steps, same losses to the bit). With
+and touched it page by page: on 30 steps of a MiniLM IMDB job, 9.6% of the training loop
+(BENCHMARKS.md section 4.0: 35.6 s against 32.1 s, same losses to the bit). With
 ``M_MMAP_MAX = 0`` every block comes from the heap, and with ``M_TRIM_THRESHOLD = -1`` the heap is
 never trimmed, so the next step reuses the pages it already has; the peak resident memory is the same
 (3.1 GB both ways in that run), but it is held until the block ends.
@@ -48,8 +48,8 @@ def glibc() -> ctypes.CDLL | None:
 @contextmanager
 def freed_memory_kept(enabled: bool, device_type: str, libc: ctypes.CDLL | None = None) -> Iterator[bool]:
     """Keep freed memory in the process inside the block (see the module docstring); yields whether it does."""
-    libc = libc if libc is not None else (glibc() if enabled and device_type == "cpu" else None)
-    if not (enabled and device_type == "cpu" and libc is not None):
+    libc = (libc or glibc()) if enabled and device_type == "cpu" else None
+    if libc is None:
         yield False
         return
     _set(libc, KEEP)
